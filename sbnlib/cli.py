@@ -1,0 +1,159 @@
+"""Command line: ``python -m sbnlib assess ...`` and ``python -m sbnlib train ...``.
+
+Every user error (unknown dataset, bad batch size, missing data, unwritable output) ends with one
+line ``error: ...`` on stderr and exit status 2; nothing already written is overwritten by a failed
+command (outputs are written atomically, and only after the work succeeded).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset name")
+    p.add_argument("--data-root", default=None, help="data folder (default: $SBN_DATA_ROOT, else ./data)")
+    p.add_argument("--download", action="store_true", help="download missing files through torchvision")
+    p.add_argument("--n-train", type=_positive_int, default=None, help="stratified training subset size")
+    p.add_argument("--n-test", type=_positive_int, default=None, help="stratified test subset size")
+    p.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the subsets")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .scoring import SCORERS
+    from .threshold import STRATEGIES
+    from .train import METHODS
+    from .models import MODELS
+
+    ap = argparse.ArgumentParser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("assess", help="score and classify training batches (no training)")
+    _data_args(a)
+    a.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[2, 4, 8, 16, 32, 64])
+    a.add_argument("--scorer", choices=sorted(SCORERS), default="feature_std")
+    a.add_argument("--threshold", choices=list(STRATEGIES), default="mean")
+    a.add_argument("--q", type=float, default=None, help="quantile for --threshold quantile")
+    a.add_argument("--rate", type=float, default=None, help="fraction normalised for --threshold rate")
+    a.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the batch plans")
+    a.add_argument("--out", default="outputs/assess", help="folder for the JSON and the histogram PNG")
+
+    t = sub.add_parser("train", help="run one training run and write its result record")
+    _data_args(t)
+    t.add_argument("--method", choices=sorted(METHODS), default="sbn")
+    t.add_argument("--batch-size", type=_positive_int, default=32)
+    t.add_argument("--epochs", type=_positive_int, default=1)
+    t.add_argument("--seed", type=_nonneg_int, default=0)
+    t.add_argument("--model", choices=sorted(MODELS), default="cnn_s")
+    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--scorer", choices=sorted(SCORERS), default="feature_std")
+    t.add_argument("--threshold", choices=list(STRATEGIES), default="mean")
+    t.add_argument("--q", type=float, default=None)
+    t.add_argument("--rate", type=float, default=None)
+    t.add_argument("--reform-batches", action="store_true", help="re-form and re-score batches every epoch")
+    t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    t.add_argument("--out", default=None, help="result JSON path (default: outputs/runs/<config hash>.json)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def _assess(args) -> int:
+    from .assess import assess, summary_table
+    from .data import load_dataset
+    from .io import atomic_write_json, ensure_writable_dir
+    from .plots import plot_score_histograms
+
+    out = ensure_writable_dir(args.out)
+    ds = load_dataset(args.dataset, root=args.data_root, download=args.download,
+                      n_train=args.n_train, n_test=args.n_test, seed=args.data_seed)
+    too_big = [b for b in args.batch_sizes if b > ds.x_train.shape[0]]
+    if too_big:
+        raise ValueError(f"batch size {too_big[0]} is larger than the {ds.x_train.shape[0]} training images "
+                         f"of {args.dataset}; drop it or raise --n-train")
+    x = ds.normalize(ds.x_train)
+    result = assess(x, args.batch_sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
+                    seed=args.seed, progress=True)
+    result.update(dataset=args.dataset, data=ds.provenance)
+    stem = f"assess_{args.dataset}_{args.scorer}_{args.threshold}"
+    png = out / f"{stem}.png"
+    plot_score_histograms(result, png, title=f"{args.dataset}: batch heterogeneity ({args.scorer}, {args.threshold})")
+    atomic_write_json(out / f"{stem}.json", result)
+    print(f"{args.dataset} ({ds.provenance.get('status', '?')}), {result['n_samples']} training images, "
+          f"scorer={args.scorer}, threshold={args.threshold}")
+    print(summary_table(result))
+    print(f"wrote {out / (stem + '.json')} and {png}")
+    return 0
+
+
+def _train(args) -> int:
+    import torch
+
+    from .io import atomic_write_json, ensure_writable_dir
+    from .train import TrainConfig, config_hash, train
+
+    cfg = TrainConfig(dataset=args.dataset, method=args.method, batch_size=args.batch_size,
+                      epochs=args.epochs, seed=args.seed, model=args.model, optimizer=args.optimizer,
+                      lr=args.lr, n_train=args.n_train, n_test=args.n_test, data_seed=args.data_seed,
+                      scorer=args.scorer, threshold=args.threshold, threshold_q=args.q,
+                      threshold_rate=args.rate, reform_batches=args.reform_batches).validate()
+    out = Path(args.out) if args.out else Path("outputs/runs") / f"{config_hash(cfg)}.json"
+    ensure_writable_dir(out.parent)  # fail before training, not after
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.download:
+        from .data import load_dataset
+
+        load_dataset(args.dataset, root=args.data_root, download=True)
+    result = train(cfg, root=args.data_root, progress=not args.quiet)
+    atomic_write_json(out, result)
+    bn = result["bn"]
+    print(f"{cfg.dataset} {cfg.method} B={cfg.batch_size} seed={cfg.seed}: status={result['status']} "
+          f"test_acc={result['final_test_acc']:.4f} BN on {bn['batches_normalized']}/"
+          f"{bn['batches_normalized'] + bn['batches_skipped']} batches, {result['wall_time_s']:.1f}s")
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .data import DataError
+
+    try:
+        return {"assess": _assess, "train": _train}[args.command](args)
+    except (DataError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written for the unfinished command", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Normalisation registry and a small model family.
+
+Models take ``norm="none" | "bn" | "sbn" | "sbn_frozen" | "gn"`` and nothing else changes: every
+normalisation layer is made by :func:`create_norm`, which looks the name up in
+:data:`NORM_LAYERS`. New normalisations are added with :func:`register_norm`, without touching the
+models (the pattern of timm's ``layers/create_norm.py``).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Dict, Sequence
+
+from torch import nn
+
+from .layers import SelectiveBatchNorm1d, SelectiveBatchNorm2d
+
+__all__ = ["NORM_LAYERS", "register_norm", "create_norm", "MODELS", "build_model", "SmallCNN", "MLP"]
+
+# factory(num_channels, dims) -> nn.Module, where dims is 1 (N, C) or 2 (N, C, H, W)
+NormFactory = Callable[[int, int], nn.Module]
+NORM_LAYERS: Dict[str, NormFactory] = {}
+
+
+def register_norm(name: str) -> Callable[[NormFactory], NormFactory]:
+    def deco(fn: NormFactory) -> NormFactory:
+        if name in NORM_LAYERS:
+            raise ValueError(f"norm {name!r} is already registered")
+        NORM_LAYERS[name] = fn
+        return fn
+
+    return deco
+
+
+def create_norm(name: str, num_channels: int, dims: int = 2) -> nn.Module:
+    """Normalisation layer ``name`` for ``num_channels`` channels of ``dims``-D features."""
+    try:
+        factory = NORM_LAYERS[name]
+    except KeyError:
+        raise ValueError(f"unknown norm {name!r}; choose one of {sorted(NORM_LAYERS)}") from None
+    return factory(num_channels, dims)
+
+
+@register_norm("none")
+def _none(num_channels: int, dims: int) -> nn.Module:
+    return nn.Identity()
+
+
+@register_norm("bn")
+def _bn(num_channels: int, dims: int) -> nn.Module:
+    return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(num_channels)
+
+
+def _sbn(num_channels: int, dims: int, skip_mode: str) -> nn.Module:
+    cls = SelectiveBatchNorm1d if dims == 1 else SelectiveBatchNorm2d
+    return cls(num_channels, skip_mode=skip_mode)
+
+
+register_norm("sbn")(partial(_sbn, skip_mode="identity"))
+register_norm("sbn_frozen")(partial(_sbn, skip_mode="frozen"))
+
+
+@register_norm("gn")
+def _gn(num_channels: int, dims: int, max_groups: int = 8) -> nn.Module:
+    """GroupNorm with the largest group count <= 8 that divides the channels (Wu & He, 2018)."""
+    groups = max(g for g in range(1, max_groups + 1) if num_channels % g == 0)
+    return nn.GroupNorm(groups, num_channels)
+
+
+class SmallCNN(nn.Module):
+    """conv3x3 -> norm -> ReLU -> maxpool, once per width, then global average pool -> linear.
+
+    For 1x28x28 (MNIST) and 3x32x32 (CIFAR) inputs alike. Convolutions before a normalisation
+    layer keep their bias only when ``norm="none"`` (a bias before BN is redundant).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), norm: str = "bn"):
+        super().__init__()
+        layers, c = [], in_channels
+        for w in widths:
+            layers += [
+                nn.Conv2d(c, w, 3, padding=1, bias=(norm == "none")),
+                create_norm(norm, w, dims=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class MLP(nn.Module):
+    """Flatten -> (linear -> norm -> ReLU) per hidden width -> linear; uses 1-D normalisation."""
+
+    def __init__(self, in_features: int, num_classes: int, widths: Sequence[int] = (256, 128), norm: str = "bn"):
+        super().__init__()
+        layers, d = [nn.Flatten()], in_features
+        for w in widths:
+            layers += [nn.Linear(d, w, bias=(norm == "none")), create_norm(norm, w, dims=1), nn.ReLU(inplace=True)]
+            d = w
+        layers.append(nn.Linear(d, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+MODELS = {
+    "cnn_s": partial(SmallCNN, widths=(16, 32, 64)),
+    "cnn": partial(SmallCNN, widths=(32, 64, 128)),
+    "mlp": MLP,
+}
+
+
+def build_model(name: str, in_shape: Sequence[int], num_classes: int, norm: str = "bn") -> nn.Module:
+    """Model ``name`` from :data:`MODELS` for inputs of shape ``in_shape`` = (C, H, W)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if norm not in NORM_LAYERS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORM_LAYERS)}")
+    if name == "mlp":
+        d = 1
+        for s in in_shape:
+            d *= int(s)
+        return MODELS[name](d, num_classes, norm=norm)
+    return MODELS[name](int(in_shape[0]), num_classes, norm=norm)

@@ -1,0 +1,172 @@
+"""Batch heterogeneity scorers.
+
+A *scorer* maps one batch of inputs to one number, its feature heterogeneity. Scorers here are
+written for many batches at once: they take a tensor of shape ``(n_batches, B, *feature_shape)``
+and return ``(n_batches,)``, so :func:`score_batches` scores every batch of a batch plan without a
+Python loop over batches.
+
+All scorers use *population* statistics (divide by B, not B - 1). A batch of one sample therefore
+has heterogeneity exactly 0 under every scorer: there is nothing to be heterogeneous with. This is
+the defined behaviour for ``batch_size=1``, not an error.
+
+Scores are meant to be computed on the same normalised input that the model sees
+(``(x / 255 - mean) / std``, see :mod:`sbnlib.data`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+
+__all__ = ["SCORERS", "register_scorer", "get_scorer", "score_batches", "batch_view"]
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+SCORERS: Dict[str, Scorer] = {}
+
+_EPS = 1e-8
+
+
+def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
+    """Decorator: register ``fn`` under ``name`` in :data:`SCORERS`."""
+
+    def deco(fn: Scorer) -> Scorer:
+        if name in SCORERS:
+            raise ValueError(f"scorer {name!r} is already registered")
+        SCORERS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_scorer(name_or_fn) -> Scorer:
+    if callable(name_or_fn):
+        return name_or_fn
+    try:
+        return SCORERS[name_or_fn]
+    except KeyError:
+        raise ValueError(
+            f"unknown scorer {name_or_fn!r}; choose one of {sorted(SCORERS)}"
+        ) from None
+
+
+def _flat(batches: torch.Tensor) -> torch.Tensor:
+    """(n, B, *F) -> (n, B, D) with D = prod(F)."""
+    return batches.reshape(batches.shape[0], batches.shape[1], -1)
+
+
+@register_scorer("feature_std")
+def feature_std(batches: torch.Tensor) -> torch.Tensor:
+    r"""Mean per-feature standard deviation (the project's default).
+
+    For a batch :math:`x_{1..B} \in \mathbb{R}^D`:
+
+    .. math:: s = \frac{1}{D} \sum_{d=1}^{D} \sqrt{\frac{1}{B} \sum_{i=1}^{B} (x_{id} - \bar x_d)^2}
+
+    where :math:`\bar x_d` is the batch mean of feature :math:`d`.
+    """
+    return _flat(batches).std(dim=1, correction=0).mean(dim=-1)
+
+
+@register_scorer("channel_moments")
+def channel_moments(batches: torch.Tensor) -> torch.Tensor:
+    r"""Dispersion of per-sample channel means and standard deviations.
+
+    For images :math:`x_i \in \mathbb{R}^{C \times H \times W}` let :math:`m_{ic}` and
+    :math:`v_{ic}` be the mean and (population) standard deviation of channel :math:`c` of sample
+    :math:`i` over its pixels. Then
+
+    .. math:: s = \frac{1}{C} \sum_{c=1}^{C} \left[ \operatorname{sd}_i(m_{ic}) + \operatorname{sd}_i(v_{ic}) \right]
+
+    with :math:`\operatorname{sd}_i` the population standard deviation across the B samples.
+    It is large when samples differ in brightness or contrast, whatever their content. Inputs of
+    shape ``(n, B, D)`` (no channel axis) are treated as one channel of D values.
+    """
+    n, b = batches.shape[:2]
+    x = batches.reshape(n, b, batches.shape[2], -1) if batches.dim() >= 4 else batches.reshape(n, b, 1, -1)
+    m = x.mean(dim=-1)  # (n, B, C)
+    v = x.std(dim=-1, correction=0)
+    return (m.std(dim=1, correction=0) + v.std(dim=1, correction=0)).mean(dim=-1)
+
+
+@register_scorer("pairwise_distance")
+def pairwise_distance(batches: torch.Tensor) -> torch.Tensor:
+    r"""Mean Euclidean distance between two samples of the batch, per unit feature.
+
+    .. math:: s = \frac{1}{B^2} \sum_{i=1}^{B} \sum_{j=1}^{B} \frac{\lVert x_i - x_j \rVert_2}{\sqrt{D}}
+
+    The sum runs over all ordered pairs including :math:`i = j` (whose distance is 0), the
+    population form that makes a one-sample batch score 0 like the other scorers.
+    """
+    x = _flat(batches)
+    d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # (n, B, B), exact
+    return d.mean(dim=(1, 2)) / (x.shape[-1] ** 0.5)
+
+
+@register_scorer("norm_cv")
+def norm_cv(batches: torch.Tensor) -> torch.Tensor:
+    r"""Coefficient of variation of the per-sample Euclidean norms.
+
+    .. math:: s = \frac{\operatorname{sd}_i \lVert x_i \rVert_2}{\operatorname{mean}_i \lVert x_i \rVert_2 + \epsilon},
+              \quad \epsilon = 10^{-8}
+
+    Scale free: multiplying every input by a constant leaves it unchanged.
+    """
+    norms = _flat(batches).norm(dim=-1)  # (n, B)
+    return norms.std(dim=1, correction=0) / (norms.mean(dim=1) + _EPS)
+
+
+def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Arrange ``x`` into full batches: ``(n_batches, batch_size, *x.shape[1:])``.
+
+    ``order`` is either a permutation/selection of sample indices (1-D), read in order and cut into
+    consecutive batches, or a batch plan of shape ``(n_batches, batch_size)`` as made by
+    :func:`sbnlib.data.make_batch_plan`. Without it, samples are taken in their stored order.
+    A trailing partial batch (``len(order) % batch_size`` samples) is dropped, as in a batch plan.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if order is None:
+        order = torch.arange(x.shape[0])
+    order = torch.as_tensor(order, dtype=torch.long)
+    if order.dim() == 2:
+        if order.shape[1] != batch_size:
+            raise ValueError(
+                f"batch plan has batches of {order.shape[1]} samples but batch_size={batch_size}"
+            )
+        idx = order
+    else:
+        n_batches = order.numel() // batch_size
+        if n_batches == 0:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {order.numel()} samples available; "
+                "use a smaller batch size or more samples"
+            )
+        idx = order[: n_batches * batch_size].reshape(n_batches, batch_size)
+    return x[idx]
+
+
+def score_batches(
+    x: torch.Tensor,
+    batch_size: int,
+    scorer="feature_std",
+    order: Optional[torch.Tensor] = None,
+    max_elements: int = 2**26,
+) -> torch.Tensor:
+    """Heterogeneity score of every batch of a batch plan, as a float64 tensor ``(n_batches,)``.
+
+    ``x`` holds the (normalised) inputs, ``(N, *feature_shape)``; ``order`` is as in
+    :func:`batch_view`. The scorer is applied to all batches at once; to bound memory, batches are
+    processed in slices of about ``max_elements`` input values (a loop over slices of many
+    batches, never over single batches). Scores are computed in float64 so that they do not depend
+    on how batches are grouped into slices.
+    """
+    fn = get_scorer(scorer)
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (N, features...), got {tuple(x.shape)}")
+    batches = batch_view(x, batch_size, order)
+    per_batch = batches[0].numel()
+    step = max(1, max_elements // max(per_batch, 1))
+    if fn is pairwise_distance:  # (B x B) distance matrices per batch
+        step = max(1, max_elements // max(per_batch + batch_size * batch_size, 1))
+    out = [fn(batches[i : i + step].to(torch.float64)) for i in range(0, batches.shape[0], step)]
+    return torch.cat(out)

@@ -1,0 +1,274 @@
+"""A deterministic trainer that fits on a screen.
+
+Data are held as tensors in memory and sliced into batches by a *batch plan* (no per-sample
+loader). Before training, every batch of the plan is scored and classified once
+(:mod:`sbnlib.scoring`, :mod:`sbnlib.threshold`); during training, step ``i`` runs with the
+selective BN layers on or off as batch ``i`` was classified.
+
+Methods (:data:`METHODS`) name a normalisation layer and a batch-selection rule:
+
+======================  =============  =================================================
+method                  norm           which training batches are normalised
+======================  =============  =================================================
+``none``                none           (no normalisation layers)
+``bn``                  bn             all (traditional BN)
+``sbn``                 sbn            heterogeneous ones (score > threshold); others skip
+                                       BN as identity (the paper's reading)
+``sbn_frozen``          sbn_frozen     as ``sbn``; skipped batches use running statistics
+``random``              sbn            a seeded random subset of the same size as ``sbn``'s
+                                       (the control: is it heterogeneity that matters?)
+``gn``                  gn             all (GroupNorm, batch independent)
+======================  =============  =================================================
+
+Same ``seed`` => same initial weights and the same batch order for every method (paired runs),
+and bitwise-identical metrics on CPU for the same configuration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .data import load_dataset, make_batch_plan
+from .layers import bn_counts, selective_bn
+from .models import MODELS, NORM_LAYERS, build_model
+from .scoring import SCORERS, score_batches
+from .threshold import STRATEGIES, classify_batches, fit_threshold
+
+__all__ = ["METHODS", "TrainConfig", "train", "evaluate", "config_hash"]
+
+
+@dataclass(frozen=True)
+class Method:
+    norm: str
+    selection: str  # "all" | "score" | "random"
+
+
+METHODS = {
+    "none": Method("none", "all"),
+    "bn": Method("bn", "all"),
+    "sbn": Method("sbn", "score"),
+    "sbn_frozen": Method("sbn_frozen", "score"),
+    "random": Method("sbn", "random"),
+    "gn": Method("gn", "all"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run's numbers (the data root does not)."""
+
+    dataset: str = "mnist"
+    method: str = "bn"
+    batch_size: int = 32
+    epochs: int = 1
+    seed: int = 0
+    model: str = "cnn_s"
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
+    data_seed: int = 0
+    scorer: str = "feature_std"
+    threshold: str = "mean"
+    threshold_q: Optional[float] = None
+    threshold_rate: Optional[float] = None
+    reform_batches: bool = False
+    eval_batch_size: int = 1000
+
+    def validate(self) -> "TrainConfig":
+        def _int(name, lo=1):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {sorted(SCORERS)}")
+        if self.threshold not in STRATEGIES:
+            raise ValueError(f"unknown threshold {self.threshold!r}; choose one of {list(STRATEGIES)}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'sgd' or 'adam'")
+        for name in ("batch_size", "epochs", "eval_batch_size"):
+            _int(name)
+        _int("seed", 0)
+        _int("data_seed", 0)
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                _int(name)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.n_train is not None and self.batch_size > self.n_train:
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than n_train={self.n_train}: "
+                "no full training batch can be formed; lower the batch size or raise n_train"
+            )
+        return self
+
+    @property
+    def norm(self) -> str:
+        return METHODS[self.method].norm
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """Stable 16-hex-digit key of a configuration (for result files)."""
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=2)
+def _prepared(name, root, n_train, n_test, data_seed):
+    """Load a dataset once per process and normalise it to float tensors."""
+    ds = load_dataset(name, root=root, n_train=n_train, n_test=n_test, seed=data_seed)
+    return ds, ds.normalize(ds.x_train), ds.normalize(ds.x_test)
+
+
+def _selection(cfg: TrainConfig, x: torch.Tensor, plan: torch.Tensor, epoch: int):
+    """Decide, for every batch of the plan, whether BN runs; returns (mask, info)."""
+    rule = METHODS[cfg.method].selection
+    if rule == "all":
+        return np.ones(plan.shape[0], dtype=bool), {}
+    scores = score_batches(x, cfg.batch_size, cfg.scorer, order=plan)
+    t = fit_threshold(scores, cfg.threshold, q=cfg.threshold_q, rate=cfg.threshold_rate)
+    mask = classify_batches(scores, t)
+    if rule == "random":  # same number of normalised batches, at random positions
+        g = np.random.default_rng([cfg.seed, epoch, 0x5EED])
+        mask = mask[g.permutation(mask.size)]
+    return mask, {"threshold": t, "score_mean": float(scores.mean()), "score_std": float(scores.std())}
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size=1000):
+    """(accuracy, mean cross-entropy) of ``model`` in eval mode on tensors ``x``, ``y``."""
+    was_training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, x.shape[0], batch_size):
+        out = model(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
+        loss += F.cross_entropy(out, yb, reduction="sum").item()
+        correct += (out.argmax(1) == yb).sum().item()
+    model.train(was_training)
+    return correct / x.shape[0], loss / x.shape[0]
+
+
+def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> dict:
+    """Run one training run; return its JSON-serialisable result record.
+
+    ``dataset`` may be given as a tuple ``(Dataset, x_train_float, x_test_float)`` to reuse data
+    already in memory; otherwise it is loaded from ``root`` (see :func:`sbnlib.data.load_dataset`).
+    A NaN/inf loss or gradient ends the run with ``status="diverged"`` instead of raising.
+    """
+    cfg.validate()
+    t0 = time.perf_counter()
+    ds, x_train, x_test = dataset or _prepared(cfg.dataset, None if root is None else str(root),
+                                               cfg.n_train, cfg.n_test, cfg.data_seed)
+    y_train, y_test = ds.y_train, ds.y_test
+    if cfg.batch_size > x_train.shape[0]:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} is larger than the {x_train.shape[0]} training samples "
+            f"of {cfg.dataset}; lower the batch size"
+        )
+
+    torch.manual_seed(cfg.seed)  # same seed => same initial weights for every method
+    model = build_model(cfg.model, ds.in_shape, ds.num_classes, norm=cfg.norm)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_bn_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+    steps = {"loss": [], "grad_norm": [], "bn_on": []}
+    epochs, status, diverged_at = [], "ok", None
+    plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed)
+    bar = _progress(cfg, plan.shape[0] * cfg.epochs, progress)
+    for epoch in range(cfg.epochs):
+        if cfg.reform_batches and epoch > 0:
+            plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        if epoch == 0 or cfg.reform_batches:
+            needs_bn, sel_info = _selection(cfg, x_train, plan, epoch)
+        model.train()
+        loss_sum, correct = 0.0, 0
+        for i in range(plan.shape[0]):
+            idx = plan[i]
+            xb, yb = x_train[idx], y_train[idx]
+            with selective_bn(model, enabled=bool(needs_bn[i])):
+                out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            lv, gv = loss.item(), gnorm.item()
+            steps["loss"].append(lv)
+            steps["grad_norm"].append(gv)
+            steps["bn_on"].append(bool(needs_bn[i]))
+            if not (math.isfinite(lv) and math.isfinite(gv)):
+                status, diverged_at = "diverged", len(steps["loss"]) - 1
+                break
+            opt.step()
+            loss_sum += lv
+            correct += (out.argmax(1) == yb).sum().item()
+            bar.update(1)
+        n_seen = (i + 1) * cfg.batch_size
+        test_acc, test_loss = evaluate(model, x_test, y_test, cfg.eval_batch_size)
+        epochs.append({
+            "epoch": epoch,
+            "train_loss": loss_sum / (i + 1),
+            "train_acc": correct / n_seen,
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "frac_normalized": float(np.mean(needs_bn)),
+            **sel_info,
+        })
+        bar.set_postfix(test_acc=f"{test_acc:.3f}")
+        if status == "diverged":
+            break
+    bar.close()
+
+    n_on = int(np.sum(steps["bn_on"]))
+    n_steps = len(steps["loss"])
+    counts = bn_counts(model)
+    if counts["layers"] == 0:  # plain nn.BatchNorm (or none/gn): every layer ran on every batch
+        counts = {"layers": n_bn_layers, "layer_batches_normalized": n_bn_layers * n_steps,
+                  "layer_batches_skipped": 0}
+    return {
+        "config": dataclasses.asdict(cfg),
+        "config_hash": config_hash(cfg),
+        "status": status,
+        "diverged_at_step": diverged_at,
+        "final_test_acc": epochs[-1]["test_acc"],
+        "final_test_loss": epochs[-1]["test_loss"],
+        "epochs": epochs,
+        "steps": steps,
+        "bn": {**counts, "batches_normalized": n_on if n_bn_layers else 0,
+               "batches_skipped": (n_steps - n_on) if n_bn_layers else 0,
+               "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},
+        "data": ds.provenance,
+        "wall_time_s": time.perf_counter() - t0,
+        "versions": {"sbnlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def _progress(cfg: TrainConfig, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, leave=False, unit="step",
+                desc=f"{cfg.dataset} {cfg.method} B={cfg.batch_size} seed={cfg.seed}")

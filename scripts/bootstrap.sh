@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and install sbnlib into it.
+#   scripts/bootstrap.sh          -> runtime dependencies (what ./run_all.sh needs)
+#   scripts/bootstrap.sh dev      -> plus the test dependencies
+# Idempotent: reinstalls only when pyproject.toml changed. Prints the venv's python path last.
+# Environment: PYTHON (interpreter to build the venv with, default python3.11, else python3),
+#              SBN_VENV (venv folder, default .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+venv="${SBN_VENV:-.venv}"
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  if command -v python3.11 >/dev/null 2>&1; then py=python3.11; else py=python3; fi
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  "$py" -c 'import sys; assert sys.version_info >= (3, 10), "sbnlib needs Python >= 3.10"' \
+    || { echo "error: $py is too old; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 2; }
+  echo "creating virtual environment $venv with $("$py" --version)" >&2
+  "$py" -m venv "$venv"
+fi
+spec="."
+[ -n "$extra" ] && spec=".[$extra]"
+stamp="$venv/.sbn-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extra:-base}"
+if [ ! -f "$stamp" ]; then
+  echo "installing sbnlib ($spec) into $venv; the first time this takes a few minutes (PyTorch)" >&2
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q -e "$spec" >&2
+  touch "$stamp"
+fi
+echo "$venv/bin/python"
