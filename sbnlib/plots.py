@@ -42,3 +42,136 @@ def plot_score_histograms(result: dict, path=None, title: str | None = None):
     fig.suptitle(title or f"Batch heterogeneity ({result['scorer']}, threshold: {result['threshold_strategy']})")
     fig.tight_layout()
     return _save(fig, path)
+
+
+_METHOD_COLORS = {"bn": "#4c72b0", "sbn": "#dd8452", "sbn_frozen": "#937860", "random": "#8c8c8c",
+                  "gn": "#55a868", "none": "#c44e52"}
+
+
+def _color(method: str) -> str:
+    return _METHOD_COLORS.get(method, None)
+
+
+def _mean_ci(values) -> tuple:
+    """Mean and half-width of the 95% t-interval of the mean (0 for a single value)."""
+    from scipy import stats as st
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.nan, np.nan
+    if v.size == 1:
+        return float(v[0]), 0.0
+    return float(v.mean()), float(st.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+
+
+def _by_batch(ax, df, metric, methods, scale=1.0):
+    for m in methods:
+        sub = df[df.method == m]
+        if sub.empty:
+            continue
+        bs = sorted(sub.batch_size.unique())
+        mc = [_mean_ci(sub[sub.batch_size == b][metric]) for b in bs]
+        mean = np.array([a for a, _ in mc]) * scale
+        half = np.array([h for _, h in mc]) * scale
+        ax.errorbar(bs, mean, yerr=half, marker="o", ms=4, capsize=3, label=m, color=_color(m))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.grid(alpha=0.3)
+
+
+def plot_accuracy_vs_batch(df, methods, path=None, title=None):
+    """Final test accuracy (mean and 95% CI over seeds) against batch size, one line per method."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    _by_batch(ax, df, "final_test_acc", methods, scale=100)
+    ax.set_ylabel("final test accuracy (%)")
+    ax.legend(title="method")
+    ax.set_title(title or "Test accuracy vs batch size (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_stability(df, methods, metrics: dict, path=None, title=None):
+    """One panel per stability metric against batch size (mean, 95% CI over seeds)."""
+    n = len(metrics)
+    fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 3.6), squeeze=False)
+    for ax, (metric, label) in zip(axes.flat, metrics.items()):
+        _by_batch(ax, df, metric, methods)
+        ax.set_title(label, fontsize=9)
+    axes.flat[0].legend(title="method", fontsize=8)
+    fig.suptitle(title or "Stability metrics (lower = more stable)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _smooth(y, window):
+    y = np.asarray(y, dtype=float)
+    if window <= 1 or y.size < window:
+        return y
+    kernel = np.ones(window) / window
+    return np.convolve(y, kernel, mode="valid")
+
+
+def plot_loss_curves(results, batch_sizes, methods, path=None, title=None):
+    """Training loss per step (moving average, median over seeds), one panel per batch size."""
+    n = len(batch_sizes)
+    fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 3.4), squeeze=False)
+    for ax, b in zip(axes.flat, batch_sizes):
+        for m in methods:
+            curves = [r["steps"]["loss"] for r in results
+                      if r["config"]["batch_size"] == b and r["config"]["method"] == m]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            window = max(1, length // 50)
+            stack = np.stack([_smooth(c[:length], window) for c in curves])
+            ax.plot(np.arange(stack.shape[1]) + window, np.median(stack, axis=0), label=m, color=_color(m), lw=1.2)
+        ax.set_title(f"batch size {b}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("training loss (moving average)")
+    axes.flat[0].legend(title="method", fontsize=8)
+    fig.suptitle(title or "Training loss (median over seeds)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_frac_needs_bn(result: dict, path=None, title=None):
+    """Fraction of batches that need BN, and the score distribution, against batch size."""
+    rows = result["batch_sizes"]
+    bs = [r["batch_size"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    a1.plot(bs, [100 * r["frac_needs_bn"] for r in rows], marker="o")
+    a1.set_xscale("log", base=2)
+    a1.set_ylim(0, 100)
+    a1.set_xlabel("batch size")
+    a1.set_ylabel("batches that need BN (%)")
+    a1.grid(alpha=0.3)
+    a2.boxplot([r["scores"] for r in rows], tick_labels=[str(b) for b in bs], showfliers=False)
+    a2.plot(range(1, len(bs) + 1), [r["threshold"] for r in rows], "r_", ms=20, mew=2, label="threshold")
+    a2.set_xlabel("batch size")
+    a2.set_ylabel(f"{result['scorer']} score")
+    a2.legend(fontsize=8)
+    fig.suptitle(title or "Which batches need BN")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_example_batches(images, scores, k: int = 2, path=None, title=None, max_images: int = 8):
+    """The ``k`` most and least heterogeneous batches as image rows. ``images``: uint8 (n, B, C, H, W)."""
+    order = np.argsort(np.asarray(scores))
+    picks = [("most", i) for i in order[::-1][:k]] + [("least", i) for i in order[:k]]
+    n_img = min(images.shape[1], max_images)
+    fig, axes = plt.subplots(len(picks), n_img, figsize=(1.2 * n_img, 1.35 * len(picks)), squeeze=False)
+    for row, (kind, i) in enumerate(picks):
+        for j in range(n_img):
+            ax = axes[row, j]
+            img = images[i, j]
+            img = img[0] if img.shape[0] == 1 else np.transpose(np.asarray(img), (1, 2, 0))
+            ax.imshow(np.asarray(img), cmap="gray" if np.asarray(img).ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].set_ylabel(f"{kind}\n{float(scores[i]):.3f}", fontsize=8)
+    fig.suptitle(title or "Most and least heterogeneous batches (score at left)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

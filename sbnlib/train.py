@@ -65,6 +65,10 @@ METHODS = {
 }
 
 
+# learning-rate scaling rules: exponent of batch_size / lr_ref_batch
+LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run's numbers (the data root does not)."""
@@ -87,6 +91,9 @@ class TrainConfig:
     threshold_q: Optional[float] = None
     threshold_rate: Optional[float] = None
     reform_batches: bool = False
+    lr_scaling: str = "none"
+    lr_ref_batch: int = 32
+    probe_points: int = 0
     eval_batch_size: int = 1000
 
     def validate(self) -> "TrainConfig":
@@ -103,10 +110,13 @@ class TrainConfig:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {sorted(SCORERS)}")
         if self.threshold not in STRATEGIES:
             raise ValueError(f"unknown threshold {self.threshold!r}; choose one of {list(STRATEGIES)}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"unknown lr_scaling {self.lr_scaling!r}; choose one of {list(LR_SCALINGS)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'sgd' or 'adam'")
-        for name in ("batch_size", "epochs", "eval_batch_size"):
+        for name in ("batch_size", "epochs", "eval_batch_size", "lr_ref_batch"):
             _int(name)
+        _int("probe_points", 0)
         _int("seed", 0)
         _int("data_seed", 0)
         for name in ("n_train", "n_test"):
@@ -124,6 +134,11 @@ class TrainConfig:
     @property
     def norm(self) -> str:
         return METHODS[self.method].norm
+
+    @property
+    def effective_lr(self) -> float:
+        """``lr`` scaled by the batch size: ``lr * (batch_size / lr_ref_batch) ** power``."""
+        return self.lr * (self.batch_size / self.lr_ref_batch) ** LR_SCALINGS[self.lr_scaling]
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -151,6 +166,58 @@ def _selection(cfg: TrainConfig, x: torch.Tensor, plan: torch.Tensor, epoch: int
         g = np.random.default_rng([cfg.seed, epoch, 0x5EED])
         mask = mask[g.permutation(mask.size)]
     return mask, {"threshold": t, "score_mean": float(scores.mean()), "score_std": float(scores.std())}
+
+
+_NORM_TYPES = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.Identity)
+
+
+class _ShiftProbe:
+    """Internal-covariate-shift probe: how much the inputs of the normalisation layers move.
+
+    At each checkpoint the model runs in eval mode (no state changes, no gradients) on a fixed
+    probe batch; forward hooks record, for every normalisation slot (BN, selective BN, GroupNorm,
+    or the ``nn.Identity`` that ``norm="none"`` puts there), the per-channel mean ``mu`` and
+    standard deviation ``sd`` of its input. The shift between consecutive checkpoints is
+
+        mean over slots and channels of  |mu_t - mu_{t-1}| / sd_{t-1}  +  |log(sd_t / sd_{t-1})|
+
+    (with 1e-5 added to variances), i.e. how far each layer's input distribution moved, in units
+    of its own spread. It is a probe in eval mode, not the training-time distribution.
+    """
+
+    def __init__(self, model, x_probe, total_steps: int, points: int):
+        self.model, self.x = model, x_probe
+        self.at = set(np.linspace(0, total_steps, points + 1).round().astype(int).tolist()) if points else set()
+        self.steps, self.shift, self._last = [], [], None
+
+    def maybe(self, step: int) -> None:
+        if step not in self.at:
+            return
+        stats, hooks = [], []
+
+        def hook(_m, inputs, _out):
+            x = inputs[0].transpose(0, 1).reshape(inputs[0].shape[1], -1).double()
+            stats.append((x.mean(1), (x.var(1, correction=0) + 1e-5).sqrt()))
+
+        for m in self.model.modules():
+            if isinstance(m, _NORM_TYPES):
+                hooks.append(m.register_forward_hook(hook))
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.x)
+        self.model.train(was_training)
+        for h in hooks:
+            h.remove()
+        if self._last is not None:
+            parts = [((mu - mu0).abs() / sd0 + (sd / sd0).log().abs()).mean()
+                     for (mu, sd), (mu0, sd0) in zip(stats, self._last)]
+            self.steps.append(step)
+            self.shift.append(float(torch.stack(parts).mean()) if parts else float("nan"))
+        self._last = stats
+
+    def record(self) -> dict:
+        return {"step": self.steps, "shift": self.shift}
 
 
 @torch.no_grad()
@@ -189,16 +256,19 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
     torch.manual_seed(cfg.seed)  # same seed => same initial weights for every method
     model = build_model(cfg.model, ds.in_shape, ds.num_classes, norm=cfg.norm)
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.effective_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     n_bn_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
 
     steps = {"loss": [], "grad_norm": [], "bn_on": []}
     epochs, status, diverged_at = [], "ok", None
     plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed)
-    bar = _progress(cfg, plan.shape[0] * cfg.epochs, progress)
+    total_steps = plan.shape[0] * cfg.epochs
+    probe = _ShiftProbe(model, x_train[:256], total_steps, cfg.probe_points)
+    probe.maybe(0)
+    bar = _progress(cfg, total_steps, progress)
     for epoch in range(cfg.epochs):
         if cfg.reform_batches and epoch > 0:
             plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed, epoch=epoch)
@@ -223,6 +293,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
                 status, diverged_at = "diverged", len(steps["loss"]) - 1
                 break
             opt.step()
+            probe.maybe(len(steps["loss"]))
             loss_sum += lv
             correct += (out.argmax(1) == yb).sum().item()
             bar.update(1)
@@ -257,6 +328,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
         "final_test_loss": epochs[-1]["test_loss"],
         "epochs": epochs,
         "steps": steps,
+        "probe": probe.record(),
         "bn": {**counts, "batches_normalized": n_on if n_bn_layers else 0,
                "batches_skipped": (n_steps - n_on) if n_bn_layers else 0,
                "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},

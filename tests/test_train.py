@@ -115,3 +115,22 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(_cfg()) != config_hash(_cfg(seed=4))
     assert len(config_hash(_cfg())) == 16
     assert set(dataclasses.asdict(_cfg())) >= {"dataset", "method", "batch_size", "seed", "scorer", "threshold"}
+
+
+def test_lr_scaling_rules():
+    assert _cfg(batch_size=8, lr=0.04, lr_scaling="none").effective_lr == 0.04
+    assert _cfg(batch_size=8, lr=0.04, lr_scaling="sqrt", lr_ref_batch=32).effective_lr == pytest.approx(0.02)
+    assert _cfg(batch_size=64, lr=0.04, lr_scaling="linear", lr_ref_batch=32).effective_lr == pytest.approx(0.08)
+    with pytest.raises(ValueError, match="unknown lr_scaling 'cubic'"):
+        _cfg(lr_scaling="cubic").validate()
+
+
+def test_shift_probe_records_checkpoints_without_changing_training(toy):
+    plain = train(_cfg(method="bn"), dataset=toy)
+    probed = train(_cfg(method="bn", probe_points=6), dataset=toy)
+    assert probed["steps"] == plain["steps"] and probed["final_test_acc"] == plain["final_test_acc"]
+    assert probed["probe"]["step"] == [10, 20, 30, 40, 50, 60]
+    assert all(v > 0 and np.isfinite(v) for v in probed["probe"]["shift"])
+    assert plain["probe"] == {"step": [], "shift": []}
+    none = train(_cfg(method="none", probe_points=3), dataset=toy)  # probes the empty norm slots too
+    assert len(none["probe"]["shift"]) == 3

@@ -1,0 +1,238 @@
+"""Tables, provenance and the cross-dataset report.
+
+Everything written here is computed from result records; nothing is typed in. Tables are written
+as CSV (provenance as leading ``# key: value`` comment lines; read with
+``pandas.read_csv(path, comment="#")``) and as Markdown (provenance as a list above the table).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "git_commit", "library_versions", "make_provenance",
+           "markdown_table", "write_table", "accuracy_tables", "stability_tables", "c2_verdicts",
+           "write_status", "read_status", "write_report"]
+
+# metric -> (label, higher is better)
+STABILITY_METRICS = {
+    "loss_volatility": ("training-loss volatility (std of step-to-step loss changes)", False),
+    "grad_norm_cv": ("gradient-norm coefficient of variation", False),
+    "ics_shift": ("internal-covariate-shift probe (mean input shift of the norm layers)", False),
+    "spread": ("spread of final test accuracy across seeds (|acc - mean|)", False),
+}
+
+C1_RULE = ("C1 (selective BN reaches better test accuracy than traditional BN), per batch size: "
+           + stats.VERDICT_RULE)
+C2_RULE = ("C2 (selective BN reduces BN transformations and makes training more stable), per batch size: "
+           "'supported' when sbn normalises fewer batches than bn AND at least one stability metric "
+           f"({', '.join(STABILITY_METRICS)}) is significantly better for sbn and none is significantly worse; "
+           "'contradicted' when at least one is significantly worse and none significantly better; "
+           "'inconclusive' otherwise. Each metric's verdict uses the rule of C1 with lower = better.")
+
+
+def git_commit(repo: Optional[Path] = None) -> str:
+    """``git describe``-like id of the code that produced a result: commit hash, "+dirty" if modified."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def library_versions() -> Dict[str, str]:
+    import scipy
+    import torch
+
+    from . import __version__
+
+    return {"sbnlib": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__}
+
+
+def make_provenance(dataset_provenance: dict, profile: str, params: dict, wall_time_s: float) -> dict:
+    """The provenance block carried by every table and the report."""
+    return {
+        "dataset": dataset_provenance.get("dataset"),
+        "data_status": dataset_provenance.get("status"),
+        "data_verified": dataset_provenance.get("verified"),
+        "n_train": dataset_provenance.get("n_train"),
+        "n_test": dataset_provenance.get("n_test"),
+        "data_warnings": "; ".join(dataset_provenance.get("warnings", [])) or "none",
+        "profile": profile,
+        "parameters": json.dumps(params, sort_keys=True, default=str),
+        "seeds": json.dumps(params.get("seeds")),
+        "git_commit": git_commit(),
+        "versions": json.dumps(library_versions(), sort_keys=True),
+        "machine": f"{platform.machine()} {platform.system()}, torch threads per run: 1",
+        "wall_time_s": round(float(wall_time_s), 1),
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        if np.isnan(v):
+            return "n/a"
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.2e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame, index: bool = True) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    frame = df.reset_index() if index else df
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_table(df: pd.DataFrame, out_dir, name: str, title: str, provenance: dict, notes: str = "") -> Dict[str, Path]:
+    """Write ``name.csv`` and ``name.md`` (both carry the provenance); returns their paths."""
+    out_dir = Path(out_dir)
+    head = "".join(f"# {k}: {v}\n" for k, v in provenance.items())
+    csv = atomic_write_bytes(out_dir / f"{name}.csv", (head + df.to_csv(index=True)).encode())
+    prov = "\n".join(f"- {k}: `{v}`" if k in ("parameters", "versions") else f"- {k}: {v}"
+                     for k, v in provenance.items())
+    md_text = f"## {title}\n\n{notes + chr(10) + chr(10) if notes else ''}{markdown_table(df)}\n\n<details><summary>provenance</summary>\n\n{prov}\n\n</details>\n"
+    md = atomic_write_bytes(out_dir / f"{name}.md", md_text.encode())
+    return {"csv": csv, "md": md}
+
+
+def accuracy_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", baselines=("bn",),
+                    n_boot: int = 10000) -> Dict[str, pd.DataFrame]:
+    """The accuracy table: mean ± std per method, and treatment - baseline paired statistics.
+
+    Returns ``{"accuracy": table, "comparisons": long frame of every paired comparison}``.
+    """
+    table = stats.accuracy_table(df, list(methods))
+    frac = df[df.method == treatment].groupby("batch_size")["frac_normalized"].mean()
+    comps = []
+    for base in baselines:
+        if base not in set(df.method) or treatment not in set(df.method):
+            continue
+        c = stats.compare_methods(df, "final_test_acc", treatment=treatment, baseline=base,
+                                  higher_is_better=True, n_boot=n_boot).set_index("batch_size")
+        comps.append(c.reset_index())
+        tag = f"{treatment}-{base}"
+        table[f"{tag} diff (pp)"] = (100 * c["mean_diff"]).round(2)
+        table[f"{tag} 95% CI (pp)"] = [f"[{100 * lo:.2f}, {100 * hi:.2f}]" for lo, hi in zip(c["ci_low"], c["ci_high"])]
+        table[f"{tag} p Wilcoxon (Holm)"] = c["p_wilcoxon_holm"]
+        table[f"{tag} p t-test (Holm)"] = c["p_ttest_holm"]
+        table[f"C1 vs {base}"] = c["verdict"]
+    if treatment in set(df.method):
+        table[f"{treatment} batches normalised"] = [f"{100 * frac.get(b, np.nan):.1f}%" for b in table.index]
+    n_div = df[df.diverged].groupby("method").size()
+    if len(n_div):
+        table.attrs["diverged"] = n_div.to_dict()
+    return {"accuracy": table, "comparisons": pd.concat(comps, ignore_index=True) if comps else pd.DataFrame()}
+
+
+def stability_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", baseline="bn",
+                     n_boot: int = 10000) -> Dict[str, pd.DataFrame]:
+    """Per-metric summaries and treatment-vs-baseline comparisons of the stability metrics."""
+    counts = (df.groupby(["batch_size", "method"])["bn_transformations"].mean().unstack("method")
+              .reindex(columns=[m for m in methods if m in set(df.method)]))
+    comps = []
+    for metric, (label, higher) in STABILITY_METRICS.items():
+        if metric == "spread":
+            c = stats.spread_comparison(df, treatment=treatment, baseline=baseline, n_boot=n_boot)
+        else:
+            c = stats.compare_methods(df, metric, treatment=treatment, baseline=baseline,
+                                      higher_is_better=higher, n_boot=n_boot)
+        c["metric"] = metric
+        comps.append(c)
+    comps = pd.concat(comps, ignore_index=True)
+    summary = []
+    for metric in STABILITY_METRICS:
+        if metric == "spread":
+            sf = df.groupby(["batch_size", "method"])["final_test_acc"].std().unstack("method")
+        else:
+            sf = df.groupby(["batch_size", "method"])[metric].mean().unstack("method")
+        sf.columns = [f"{metric} {m}" for m in sf.columns]
+        summary.append(sf)
+    summary = pd.concat(summary, axis=1)
+    table = comps.pivot(index="batch_size", columns="metric", values="verdict")
+    table.columns = [f"{c} verdict" for c in table.columns]
+    pvals = comps.pivot(index="batch_size", columns="metric", values="p_wilcoxon_holm")
+    pvals.columns = [f"{c} p (Holm)" for c in pvals.columns]
+    counts.columns = [f"BN transformations {m}" for m in counts.columns]
+    return {"counts": counts, "summary": summary, "comparisons": comps,
+            "verdicts": pd.concat([counts, table, pvals], axis=1)}
+
+
+def c2_verdicts(df: pd.DataFrame, stability_comparisons: pd.DataFrame, treatment="sbn", baseline="bn") -> pd.Series:
+    """C2 verdict per batch size from the stability comparisons (rule: :data:`C2_RULE`)."""
+    counts = df.groupby(["batch_size", "method"])["bn_transformations"].mean().unstack("method")
+    out = {}
+    for b, grp in stability_comparisons.groupby("batch_size"):
+        v = set(grp["verdict"])
+        fewer = bool(counts.loc[b, treatment] < counts.loc[b, baseline])
+        if fewer and "supported" in v and "contradicted" not in v:
+            out[b] = "supported"
+        elif "contradicted" in v and "supported" not in v:
+            out[b] = "contradicted"
+        else:
+            out[b] = "inconclusive"
+    return pd.Series(out, name="C2")
+
+
+def write_status(out_dir, status: str, reason: str = "", **extra) -> Path:
+    """``status.json`` of one dataset's run: ``ok``, ``missing`` (no data) or ``failed``."""
+    return atomic_write_json(Path(out_dir) / "status.json", {"status": status, "reason": reason, **extra})
+
+
+def read_status(out_dir) -> dict:
+    p = Path(out_dir) / "status.json"
+    if not p.exists():
+        return {"status": "not run", "reason": f"{p} does not exist"}
+    try:
+        return json.loads(p.read_text())
+    except ValueError as e:
+        return {"status": "failed", "reason": f"unreadable {p}: {e}"}
+
+
+def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, figures: List[str],
+                 provenance: dict) -> Path:
+    """``REPORT.md``: status of every dataset, the verdicts, each dataset's tables and figures."""
+    root = Path(output_root)
+    parts = ["# Selective batch normalization: replication report", "",
+             "Generated by `./run_all.sh` from the result files; every number below is computed, none typed.",
+             "", "## Datasets", "", "| dataset | status | detail |", "|---|---|---|"]
+    for d in datasets:
+        st = read_status(root / d)
+        detail = st.get("reason") or (f"data: {st.get('data_status')}" if st.get("data_status") else "")
+        parts.append(f"| {d} | {st['status']} | {str(detail).replace('|', '/')} |")
+    parts += ["", "## Verdicts", "", C1_RULE, "", C2_RULE, ""]
+    parts += [markdown_table(verdicts, index=False) if len(verdicts) else "_No dataset produced results._", ""]
+    for d in datasets:
+        st = read_status(root / d)
+        if st["status"] != "ok":
+            continue
+        parts += [f"## {d}", ""]
+        for name in ("accuracy", "stability"):
+            md = root / d / f"{name}.md"
+            if md.exists():
+                parts += [md.read_text().replace("## ", "### ", 1), ""]
+        for fig in sorted((root / d).glob("*.png")):
+            parts += [f"![{d} {fig.stem}]({d}/{fig.name})", ""]
+    for fig in figures:
+        parts += [f"![{Path(fig).stem}]({fig})", ""]
+    parts += ["## Provenance", ""] + [f"- {k}: {v}" for k, v in provenance.items()] + [""]
+    return atomic_write_bytes(root / "REPORT.md", "\n".join(parts).encode())

@@ -1,0 +1,181 @@
+"""Sweeps: profiles, resumable result files, parallel execution.
+
+A sweep is a list of :class:`~sbnlib.train.TrainConfig` (every method x batch size x seed of one
+dataset). Each finished run is stored as its own JSON file, written atomically and named after
+the hash of its full configuration; rerunning a sweep skips runs whose file exists and is valid,
+so an interrupted sweep resumes where it stopped and ends with the same numbers. A result file
+that is corrupt, truncated or belongs to another configuration is reported and recomputed,
+never used.
+
+Every run of a sweep uses one torch thread (:data:`THREADS_PER_RUN`), whether it runs in the
+main process (``jobs=1``) or in one of ``jobs`` worker processes, so the numbers do not depend on
+``jobs``: CPU kernels may sum in a different order with another thread count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+from .train import METHODS, TrainConfig, config_hash
+
+__all__ = ["PROFILES", "THREADS_PER_RUN", "profile_params", "experiment_configs", "run_configs",
+           "result_path", "load_result"]
+
+THREADS_PER_RUN = 1
+
+# Shared by every profile unless overridden. SGD with momentum; the learning rate is scaled with
+# sqrt(batch size / 32) so that small and large batches both train in a few epochs.
+_COMMON = dict(model="cnn_s", optimizer="sgd", lr=0.05, lr_scaling="sqrt", lr_ref_batch=32,
+               momentum=0.9, weight_decay=5e-4, scorer="feature_std", threshold="mean",
+               probe_points=20, data_seed=0)
+
+PROFILES = {
+    # minutes, for tests and CI: two batch sizes, two seeds, tiny subsets
+    "smoke": dict(_COMMON, batch_sizes=[4, 32], seeds=2, epochs=1, n_train=256, n_test=256,
+                  methods=["bn", "sbn"], probe_points=5),
+    # the default: the whole suite on a 2-core CPU in about an hour (README: measured wall time)
+    "cpu": dict(_COMMON, batch_sizes=[2, 4, 8, 16, 32, 64, 128], seeds=8, epochs=3, n_train=2000,
+                n_test=2000, methods=["bn", "sbn"]),
+    # full training sets, more epochs and seeds: for a GPU or a long run
+    "paper": dict(_COMMON, model="cnn", batch_sizes=[2, 4, 8, 16, 32, 64, 128, 256], seeds=10, epochs=15,
+                  n_train=None, n_test=None, methods=["bn", "sbn"]),
+}
+
+
+def profile_params(profile: str, **overrides) -> dict:
+    """The parameters of ``profile`` with ``overrides`` (None values mean "keep the profile's")."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    params = dict(PROFILES[profile])
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; known: {sorted(params)}")
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return params
+
+
+def _seed_list(seeds) -> List[int]:
+    if isinstance(seeds, bool):
+        raise ValueError(f"seeds must be a count or a list of integers, got {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"seeds must be at least 1 (a count) or a non-empty list, got {seeds}")
+        return list(range(seeds))
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("the seed list is empty; give a count (e.g. 8) or a list of integers")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    return seeds
+
+
+def experiment_configs(dataset: str, params: dict) -> List[TrainConfig]:
+    """Every (method, batch size, seed) run of one dataset's sweep, validated."""
+    methods = list(params["methods"])
+    if not methods:
+        raise ValueError("the method list is empty; give at least one of " + ", ".join(sorted(METHODS)))
+    batch_sizes = list(params["batch_sizes"])
+    if not batch_sizes:
+        raise ValueError("the batch-size list is empty; give e.g. [2, 4, 8, 16, 32, 64, 128]")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    common = {k: v for k, v in params.items() if k in fields}
+    configs = [
+        TrainConfig(**{**common, "dataset": dataset, "method": m, "batch_size": b, "seed": s}).validate()
+        for m in methods for b in batch_sizes for s in _seed_list(params["seeds"])
+    ]
+    return configs
+
+
+def result_path(runs_dir, cfg: TrainConfig) -> Path:
+    return Path(runs_dir) / f"{cfg.dataset}_{cfg.method}_b{cfg.batch_size}_s{cfg.seed}_{config_hash(cfg)}.json"
+
+
+def load_result(path, cfg: TrainConfig) -> Optional[dict]:
+    """The stored result for ``cfg``, or None when absent; corrupt files are reported, not used."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+        ok = result["config_hash"] == config_hash(cfg) and result["config"] == dataclasses.asdict(cfg)
+        ok = ok and isinstance(result["final_test_acc"], float) and "steps" in result
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        ok, why = False, f"{type(e).__name__}: {e}"
+    else:
+        why = "its configuration does not match its name"
+    if not ok:
+        warnings.warn(f"result file {path} is corrupt or incomplete ({why}); recomputing it", stacklevel=2)
+        return None
+    return result
+
+
+def _run_one(cfg: TrainConfig, root, path: str) -> dict:
+    import torch
+
+    from .io import atomic_write_json
+    from .train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS_PER_RUN)
+    try:
+        result = train(cfg, root=root)
+    finally:
+        torch.set_num_threads(threads)
+    result["torch_threads"] = THREADS_PER_RUN
+    atomic_write_json(path, result)
+    return result
+
+
+def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int = 1,
+                progress: bool = True, desc: str = "runs") -> List[dict]:
+    """Run every config whose result file is missing; return all results in ``configs`` order.
+
+    ``jobs`` > 1 runs that many worker processes. Finished runs are written as they finish, so
+    an interruption loses at most the runs in flight.
+    """
+    from tqdm import tqdm
+
+    from .io import ensure_writable_dir
+
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    runs_dir = ensure_writable_dir(runs_dir)
+    paths = [result_path(runs_dir, c) for c in configs]
+    results: List[Optional[dict]] = [load_result(p, c) for p, c in zip(paths, configs)]
+    todo = [i for i, r in enumerate(results) if r is None]
+    # longest first (small batches take the most steps), which also balances the workers
+    todo.sort(key=lambda i: (configs[i].epochs * (configs[i].n_train or 60000) / configs[i].batch_size), reverse=True)
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run",
+               disable=not progress, file=sys.stdout, mininterval=5)
+    root = None if root is None else str(root)
+    if jobs == 1 or len(todo) <= 1:
+        for i in todo:
+            results[i] = _run_one(configs[i], root, str(paths[i]))
+            bar.update(1)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_run_one, configs[i], root, str(paths[i])): i for i in todo}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    bar.close()
+    return results
+
+
+def iter_results(results: Iterable[dict]):
+    """Rows (dicts) for a DataFrame: config columns plus the run metrics of :mod:`sbnlib.stats`."""
+    from .stats import run_metrics
+
+    for r in results:
+        c = r["config"]
+        yield {"dataset": c["dataset"], "method": c["method"], "batch_size": c["batch_size"],
+               "seed": c["seed"], "status": r["status"], "wall_time_s": r["wall_time_s"], **run_metrics(r)}

@@ -1,0 +1,391 @@
+"""Paired statistics, Holm correction, verdicts, run metrics and run tables (sbnlib.stats)."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from sbnlib.stats import (
+    PAIRED_FIELDS,
+    VERDICT_RULE,
+    accuracy_table,
+    compare_methods,
+    grad_norm_cv,
+    holm,
+    loss_volatility,
+    paired_comparison,
+    run_metrics,
+    spread_comparison,
+    summary_frame,
+    verdict,
+)
+
+
+# --------------------------------------------------------------------------- paired_comparison
+
+def test_paired_hand_example():
+    b = np.array([1.0, 1.0, 2.0, 2.0, 1.0, 1.0])
+    d = np.array([1.5, 3.0, -1.0, 5.0, 2.5, 7.0])  # sum 18 -> mean 3
+    t = b + d
+    r = paired_comparison(t, b, n_boot=2000, seed=1)
+    assert set(r) == set(PAIRED_FIELDS)
+    json.dumps(r)  # JSON-serialisable
+    assert r["n"] == 6 and r["n_dropped"] == 0
+    assert r["mean_diff"] == pytest.approx(3.0, abs=1e-12)
+    assert r["mean_treatment"] == pytest.approx(26 / 6) and r["mean_baseline"] == pytest.approx(8 / 6)
+    assert r["std_treatment"] == pytest.approx(np.std(t, ddof=1))
+    # Wilcoxon by hand: |d| ranks 1.5->2, 3->4, 1->1 (negative), 5->5, 2.5->3, 7->6; T- = 1.
+    # Sign assignments with rank sum <= 1: {} and {1} -> 2 of 64; two-sided p = 2 * 2/64.
+    assert r["p_wilcoxon"] == pytest.approx(4 / 64)
+    assert r["p_wilcoxon"] == pytest.approx(st.wilcoxon(d).pvalue)
+    # Paired t-test from the formula.
+    sd = np.std(d, ddof=1)
+    tstat = 3.0 / (sd / math.sqrt(6))
+    assert r["p_ttest"] == pytest.approx(2 * st.t.sf(abs(tstat), df=5))
+    assert r["effect_size_dz"] == pytest.approx(3.0 / sd)
+    assert r["ci_low"] < r["mean_diff"] < r["ci_high"]
+
+
+def test_wilcoxon_smallest_exact_p_for_eight_seeds():
+    d = np.arange(1, 9) * 0.01
+    r = paired_comparison(0.5 + d, np.full(8, 0.5), n_boot=500)
+    assert r["p_wilcoxon"] == pytest.approx(2 / 2**8)
+    assert r["p_wilcoxon"] == pytest.approx(st.wilcoxon(d).pvalue)
+
+
+def test_bootstrap_ci_deterministic_and_seed_dependent():
+    rng = np.random.default_rng(3)
+    b = rng.normal(0.9, 0.01, 10)
+    t = b + rng.normal(0.005, 0.01, 10)
+    r1 = paired_comparison(t, b, seed=7)
+    r2 = paired_comparison(t, b, seed=7)
+    r3 = paired_comparison(t, b, seed=8)
+    assert (r1["ci_low"], r1["ci_high"]) == (r2["ci_low"], r2["ci_high"])
+    assert (r1["ci_low"], r1["ci_high"]) != (r3["ci_low"], r3["ci_high"])
+    for r in (r1, r3):
+        assert r["ci_low"] <= r["mean_diff"] <= r["ci_high"]
+    # Wider confidence level -> wider interval (same resamples).
+    r90 = paired_comparison(t, b, seed=7, alpha=0.10)
+    assert r1["ci_low"] <= r90["ci_low"] and r90["ci_high"] <= r1["ci_high"]
+
+
+def test_bootstrap_ci_close_to_t_interval_for_large_normal_sample():
+    rng = np.random.default_rng(0)
+    n = 400
+    b = rng.normal(0, 1, n)
+    t = b + rng.normal(0.3, 1, n)
+    d = t - b
+    r = paired_comparison(t, b, n_boot=10000, seed=0)
+    half = st.t.ppf(0.975, n - 1) * np.std(d, ddof=1) / math.sqrt(n)  # about 0.1
+    assert r["ci_low"] == pytest.approx(d.mean() - half, abs=0.01)
+    assert r["ci_high"] == pytest.approx(d.mean() + half, abs=0.01)
+
+
+def test_bootstrap_ci_coverage_small_samples():
+    """Percentile bootstrap of a mean at n=20 should cover the true mean roughly 95% of the time."""
+    rng = np.random.default_rng(11)
+    hits, reps = 0, 200
+    for _ in range(reps):
+        d = rng.normal(1.0, 2.0, 20)
+        r = paired_comparison(d, np.zeros(20), n_boot=2000, seed=int(rng.integers(1 << 30)))
+        hits += r["ci_low"] <= 1.0 <= r["ci_high"]
+    assert 0.86 <= hits / reps <= 0.99
+
+
+def test_nan_pairs_dropped_and_counted():
+    t = np.array([1.0, np.nan, 3.0, 4.0, 6.0])
+    b = np.array([0.0, 1.0, np.nan, 2.0, 3.0])
+    r = paired_comparison(t, b, n_boot=100)
+    assert r["n"] == 3 and r["n_dropped"] == 2
+    assert r["mean_diff"] == pytest.approx((1 + 2 + 3) / 3)
+    assert r["mean_treatment"] == pytest.approx((1 + 4 + 6) / 3)
+
+
+def test_all_zero_differences():
+    x = np.array([0.9, 0.91, 0.95, 0.97])
+    r = paired_comparison(x, x.copy(), n_boot=200)
+    assert r["p_wilcoxon"] == 1.0 and r["p_ttest"] == 1.0
+    assert r["mean_diff"] == 0.0 and r["ci_low"] == 0.0 and r["ci_high"] == 0.0
+    assert math.isnan(r["effect_size_dz"])
+    assert verdict(r["mean_diff"], r["ci_low"], r["ci_high"], r["p_wilcoxon"]) == "inconclusive"
+
+
+def test_constant_nonzero_differences():
+    b = np.array([0.91, 0.83, 0.77, 0.95, 0.62, 0.88])
+    r = paired_comparison(b + 0.05, b, n_boot=200)  # d == 0.05 up to rounding
+    assert math.isnan(r["p_ttest"]) and math.isnan(r["effect_size_dz"])
+    assert r["p_wilcoxon"] == pytest.approx(2 / 2**6)
+    assert r["ci_low"] == pytest.approx(0.05) and r["ci_high"] == pytest.approx(0.05)
+
+
+def test_too_few_pairs_and_bad_input():
+    r = paired_comparison([1.0], [0.0])
+    assert r["n"] == 1 and r["mean_diff"] == 1.0
+    for k in ("p_wilcoxon", "p_ttest", "ci_low", "ci_high", "effect_size_dz", "std_treatment"):
+        assert math.isnan(r[k]), k
+    r0 = paired_comparison([np.nan], [1.0])
+    assert r0["n"] == 0 and r0["n_dropped"] == 1 and math.isnan(r0["mean_diff"])
+    with pytest.raises(ValueError):
+        paired_comparison([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
+        paired_comparison(np.ones((2, 2)), np.ones((2, 2)))
+
+
+# --------------------------------------------------------------------------- holm
+
+def _holm_bruteforce(p):
+    """Adjusted p of H_i = the smallest alpha at which the Holm step-down procedure rejects H_i.
+
+    The procedure at level alpha: sort ascending; for k = 1..m reject H_(k) while
+    (m - k + 1) * p_(k) <= alpha, stop at the first failure. The smallest such alpha is one of the
+    values (m - k + 1) * p_(k) (or above 1 -> 1).
+    """
+    p = np.asarray(p, float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = idx.size
+
+    def rejected(alpha):
+        rej = set()
+        for k, i in enumerate(sorted(idx, key=lambda i: p[i])):
+            if (m - k) * p[i] <= alpha:
+                rej.add(i)
+            else:
+                break
+        return rej
+
+    candidates = sorted({(m - k) * p[i] for k, i in enumerate(sorted(idx, key=lambda i: p[i]))})
+    for i in idx:
+        out[i] = min([1.0] + [c for c in candidates if i in rejected(c)])
+    return out
+
+
+def test_holm_hand_example():
+    # sorted: 0.005*4 = 0.02; 0.01*3 = 0.03; 0.03*2 = 0.06; 0.04*1 = 0.04 -> running max 0.06.
+    got = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(got, [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+
+
+def test_holm_matches_bruteforce_on_random_inputs():
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        m = int(rng.integers(1, 9))
+        p = rng.uniform(0, 0.2 if trial % 2 else 1.0, m)
+        if trial % 3 == 0 and m > 1:  # ties
+            p[-1] = p[0]
+        if trial % 5 == 0:  # NaNs
+            p[rng.integers(m)] = np.nan
+        got = holm(p)
+        np.testing.assert_allclose(got, _holm_bruteforce(p), rtol=1e-12, equal_nan=True)
+        ok = ~np.isnan(p)
+        assert np.all(got[ok] >= p[ok]) and np.all(got[ok] <= 1.0)
+        order = np.argsort(p[ok])
+        assert np.all(np.diff(got[ok][order]) >= 0)  # monotone in the raw p
+
+
+def test_holm_nan_handling():
+    got = holm([0.01, np.nan, 0.04])
+    assert math.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2]], [0.02, 0.04])  # m = 2, not 3
+    assert np.all(np.isnan(holm([np.nan, np.nan])))
+    assert holm([]).shape == (0,)
+    np.testing.assert_allclose(holm([0.6, 0.7]), [1.0, 1.0])  # capped
+
+
+def test_holm_matches_statsmodels_if_available():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        p = rng.uniform(0, 0.3, int(rng.integers(2, 10)))
+        np.testing.assert_allclose(holm(p), multitest.multipletests(p, method="holm")[1], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- verdict
+
+@pytest.mark.parametrize("hib", [True, False])
+def test_verdict_four_cases(hib):
+    s = 1 if hib else -1  # the sign of "better"
+    better_ci = sorted([s * 0.01, s * 0.03])
+    worse_ci = sorted([-s * 0.01, -s * 0.03])
+    assert verdict(s * 0.02, *better_ci, 0.01, higher_is_better=hib) == "supported"
+    assert verdict(-s * 0.02, *worse_ci, 0.01, higher_is_better=hib) == "contradicted"
+    assert verdict(s * 0.02, *better_ci, 0.2, higher_is_better=hib) == "inconclusive"  # by p
+    assert verdict(s * 0.02, *sorted([-s * 0.01, s * 0.05]), 0.01, higher_is_better=hib) == "inconclusive"
+    assert verdict(s * 0.02, *better_ci, 0.05, higher_is_better=hib) == "inconclusive"  # p == alpha
+    assert verdict(s * 0.02, *better_ci, 0.01, alpha=0.005, higher_is_better=hib) == "inconclusive"
+
+
+def test_verdict_nan_and_rule_text():
+    assert verdict(0.02, 0.01, 0.03, float("nan")) == "inconclusive"
+    assert verdict(0.02, float("nan"), 0.03, 0.001) == "inconclusive"
+    assert verdict(float("nan"), 0.01, 0.03, 0.001) == "inconclusive"
+    assert "supported" in VERDICT_RULE and "contradicted" in VERDICT_RULE and "Holm" in VERDICT_RULE
+
+
+# --------------------------------------------------------------------------- run metrics
+
+def test_loss_volatility_and_grad_norm_cv():
+    loss = np.array([2.3, 1.9, 1.7, 1.8, 1.2, 1.1])
+    assert loss_volatility(loss) == pytest.approx(np.std(np.diff(loss)))
+    assert math.isnan(loss_volatility([1.0]))
+    assert math.isnan(loss_volatility([1.0, np.nan, 0.5]))
+    assert math.isnan(loss_volatility([1.0, np.inf]))
+    # a linearly decreasing loss has zero volatility
+    assert loss_volatility(np.linspace(2, 1, 50)) == pytest.approx(0.0, abs=1e-12)
+    g = np.array([1.0, 3.0, 2.0, 6.0])
+    assert grad_norm_cv(g) == pytest.approx(np.std(g) / np.mean(g))
+    assert math.isnan(grad_norm_cv([]))
+    assert math.isnan(grad_norm_cv([0.0, 0.0]))
+    assert math.isnan(grad_norm_cv([1.0, np.nan]))
+
+
+def _record(status="ok", loss=(2.0, 1.5, 1.4, 1.0), gn=(3.0, 2.0, 2.5, 1.0), probe=(0.2, 0.4)):
+    r = {
+        "status": status,
+        "final_test_acc": 0.87,
+        "steps": {"loss": list(loss), "grad_norm": list(gn), "bn_on": [True, False, True, True]},
+        "bn": {"layers": 2, "layer_batches_normalized": 6, "layer_batches_skipped": 2,
+               "batches_normalized": 3, "batches_skipped": 1, "frac_normalized": 0.75},
+    }
+    if probe is not None:
+        r["probe"] = {"step": [2, 4][: len(probe)], "shift": list(probe)}
+    return r
+
+
+def test_run_metrics_ok_run():
+    m = run_metrics(_record())
+    assert m["final_test_acc"] == 0.87 and m["diverged"] is False
+    assert m["loss_volatility"] == pytest.approx(np.std(np.diff([2.0, 1.5, 1.4, 1.0])))
+    assert m["grad_norm_cv"] == pytest.approx(np.std([3.0, 2.0, 2.5, 1.0]) / 2.125)
+    assert m["ics_shift"] == pytest.approx(0.3)
+    assert m["bn_transformations"] == 6 and m["frac_normalized"] == 0.75
+    json.dumps(m)
+    assert math.isnan(run_metrics(_record(probe=None))["ics_shift"])
+    assert math.isnan(run_metrics(_record(probe=()))["ics_shift"])
+
+
+def test_run_metrics_diverged_run():
+    m = run_metrics(_record(status="diverged", loss=(2.0, 1.5, float("nan")), gn=(3.0, 2.0, 1.0)))
+    assert m["diverged"] is True and m["final_test_acc"] == 0.87
+    assert math.isnan(m["loss_volatility"]) and math.isnan(m["grad_norm_cv"]) and math.isnan(m["ics_shift"])
+    assert m["bn_transformations"] == 6
+
+
+# --------------------------------------------------------------------------- run tables
+
+NULL_D = 0.002 * np.array([1, -1, 2, -2, 3, -3, 4, -4])  # symmetric: no effect
+BASE = 0.9 + 0.01 * np.array([0.3, -1.2, 0.8, 0.1, -0.5, 1.4, -0.9, 0.6])
+
+
+def _runs(shift_at=32, shift=0.03, sizes=(8, 32, 128)):
+    rows = []
+    for bs in sizes:
+        d = NULL_D + (shift if bs == shift_at else 0.0)
+        for seed in range(8):
+            rows.append({"method": "bn", "seed": seed, "batch_size": bs, "final_test_acc": BASE[seed]})
+            rows.append({"method": "sbn", "seed": seed, "batch_size": bs,
+                         "final_test_acc": BASE[seed] + d[seed]})
+    # a third method that must be ignored
+    rows.append({"method": "gn", "seed": 0, "batch_size": 8, "final_test_acc": 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_compare_methods_detects_the_shifted_batch_size():
+    df = _runs().sample(frac=1.0, random_state=0)  # row order must not matter
+    out = compare_methods(df, "final_test_acc", n_boot=2000, seed=0)
+    assert out["batch_size"].tolist() == [8, 32, 128]
+    assert out.set_index("batch_size")["verdict"].to_dict() == {
+        8: "inconclusive", 32: "supported", 128: "inconclusive"}
+    row = out.set_index("batch_size").loc[32]
+    assert row["mean_diff"] == pytest.approx(0.03)
+    assert row["p_wilcoxon"] == pytest.approx(2 / 2**8)
+    assert row["p_wilcoxon_holm"] == pytest.approx(3 * 2 / 2**8)
+    assert (out["p_wilcoxon_holm"] >= out["p_wilcoxon"]).all()
+    assert (out["p_ttest_holm"] >= out["p_ttest"]).all()
+    assert (out["metric"] == "final_test_acc").all() and (out["treatment"] == "sbn").all()
+    assert set(PAIRED_FIELDS) <= set(out.columns)
+    # deterministic; the bootstrap seed does not touch the tests
+    again = compare_methods(df, "final_test_acc", n_boot=2000, seed=0)
+    pd.testing.assert_frame_equal(out, again)
+    other = compare_methods(df, "final_test_acc", n_boot=2000, seed=1)
+    np.testing.assert_allclose(other["p_wilcoxon"], out["p_wilcoxon"])
+
+
+def test_compare_methods_negative_shift_and_lower_is_better():
+    df = _runs(shift=-0.03)
+    out = compare_methods(df, "final_test_acc", n_boot=1000).set_index("batch_size")
+    assert out.loc[32, "verdict"] == "contradicted"
+    assert set(out.loc[[8, 128], "verdict"]) == {"inconclusive"}
+    # the same negative difference is "supported" when lower is better (e.g. an error metric)
+    low = compare_methods(df, "final_test_acc", higher_is_better=False, n_boot=1000).set_index("batch_size")
+    assert low.loc[32, "verdict"] == "supported"
+
+
+def test_compare_methods_drops_unpaired_seeds():
+    df = _runs()
+    df = df[~((df["method"] == "sbn") & (df["seed"] == 7) & (df["batch_size"] == 8))]
+    extra = pd.DataFrame([{"method": "bn", "seed": 99, "batch_size": 8, "final_test_acc": 0.5}])
+    df = pd.concat([df, extra], ignore_index=True)
+    df.loc[(df["method"] == "bn") & (df["seed"] == 3) & (df["batch_size"] == 128), "final_test_acc"] = np.nan
+    out = compare_methods(df, "final_test_acc", n_boot=500).set_index("batch_size")
+    assert out.loc[8, "n"] == 7 and out.loc[8, "n_unpaired"] == 2
+    assert out.loc[32, "n"] == 8 and out.loc[32, "n_unpaired"] == 0
+    assert out.loc[128, "n"] == 7 and out.loc[128, "n_dropped"] == 1
+    assert out.loc[8, "mean_diff"] == pytest.approx(NULL_D[:7].mean())
+
+
+def test_compare_methods_rejects_duplicate_seeds():
+    df = _runs()
+    df = pd.concat([df, df.iloc[[0]]], ignore_index=True)
+    with pytest.raises(ValueError, match="seed"):
+        compare_methods(df, "final_test_acc", n_boot=100)
+
+
+def test_summary_frame_and_accuracy_table():
+    df = pd.DataFrame([
+        {"method": "bn", "seed": 0, "batch_size": 16, "final_test_acc": 0.90},
+        {"method": "bn", "seed": 1, "batch_size": 16, "final_test_acc": 0.92},
+        {"method": "sbn", "seed": 0, "batch_size": 16, "final_test_acc": 0.95},
+        {"method": "sbn", "seed": 1, "batch_size": 16, "final_test_acc": np.nan},
+        {"method": "bn", "seed": 0, "batch_size": 4, "final_test_acc": 0.80},
+        {"method": "bn", "seed": 1, "batch_size": 4, "final_test_acc": 0.84},
+    ])
+    s = summary_frame(df, ["sbn", "bn"], "batch_size", "final_test_acc")
+    assert list(s.columns) == ["batch_size", "method", "mean", "std", "n", "n_missing"]
+    assert len(s) == 4
+    r = s[(s["batch_size"] == 16) & (s["method"] == "bn")].iloc[0]
+    assert r["mean"] == pytest.approx(0.91) and r["std"] == pytest.approx(np.std([0.90, 0.92], ddof=1))
+    r = s[(s["batch_size"] == 16) & (s["method"] == "sbn")].iloc[0]
+    assert r["n"] == 1 and r["n_missing"] == 1 and math.isnan(r["std"])
+
+    tab = accuracy_table(df, ["sbn", "bn"])
+    assert tab.shape == (2, 2)
+    assert tab.index.tolist() == [4, 16] and tab.columns.tolist() == ["sbn", "bn"]
+    assert tab.loc[16, "bn"] == "91.00 ± 1.41"
+    assert tab.loc[4, "bn"] == "82.00 ± 2.83"
+    assert tab.loc[4, "sbn"] == "n/a"
+    assert tab.loc[16, "sbn"].startswith("95.00 ± ")
+    custom = accuracy_table(df, ["bn"], fmt=lambda m, sd: f"{m:.3f}")
+    assert custom.loc[16, "bn"] == "0.910"
+
+
+def _spread_runs(wide, narrow):
+    # Different centres (0.90 vs 0.95): deviations must be taken from each method's own mean.
+    k = np.array([1, -1, 2, -2, 3, -3, 4, -4, 5, -5], float)
+    rows = []
+    for seed in range(10):
+        rows.append({"method": wide, "seed": seed, "batch_size": 8, "final_test_acc": 0.9 + 0.01 * k[seed]})
+        rows.append({"method": narrow, "seed": seed, "batch_size": 8,
+                     "final_test_acc": 0.95 - 0.001 * k[seed]})
+    return pd.DataFrame(rows)
+
+
+def test_spread_comparison_detects_larger_spread():
+    out = spread_comparison(_spread_runs(wide="bn", narrow="sbn"), n_boot=1000)
+    assert out["metric"].iloc[0] == "absdev_final_test_acc"
+    assert out["verdict"].iloc[0] == "supported"  # sbn spreads less
+    assert out["mean_diff"].iloc[0] == pytest.approx(-0.009 * 3)  # mean |k| = 3
+    out = spread_comparison(_spread_runs(wide="sbn", narrow="bn"), n_boot=1000)
+    assert out["verdict"].iloc[0] == "contradicted"  # sbn spreads more
