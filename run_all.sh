@@ -1,14 +1,97 @@
 #!/usr/bin/env bash
-# Runs the whole replication suite into outputs/. (The notebook suite lands with the notebooks
-# issue; until then this sets up the environment and runs the pre-training feasibility assessment
-# of every dataset whose files are available.)
-set -euo pipefail
+# Run the whole replication suite into outputs/ with papermill:
+#   for each dataset: notebooks/feasibility.ipynb and notebooks/experiment.ipynb -> outputs/<dataset>/
+#   then notebooks/summary.ipynb -> outputs/summary.ipynb and outputs/REPORT.md; HTML of every executed notebook.
+# Resumable: finished training runs are kept (outputs/<dataset>/runs/); rerun to continue after an interruption.
+set -uo pipefail
 cd "$(dirname "$0")"
-python=$(scripts/bootstrap.sh)
-export SBN_DATA_ROOT="${SBN_DATA_ROOT:-data}"
-status=0
-for ds in mnist fashion_mnist cifar10 cifar100; do
-  echo "== $ds: feasibility assessment"
-  "$python" -m sbnlib assess --dataset "$ds" --batch-sizes 2 4 8 16 32 64 128 --out "outputs/$ds" || status=1
+
+usage() {
+  cat <<'USAGE'
+usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
+                    [--data-root DIR] [--jobs N] [--output-dir DIR] [--allow-missing]
+  --profile        smoke (minutes), cpu (default, about an hour on 2 cores), paper (full data; GPU or a long run)
+  --datasets       which datasets (default: all four)
+  --data-root      where the datasets are (default: $SBN_DATA_ROOT, else ./data)
+  --jobs           parallel training processes (default 2)
+  --output-dir     default outputs
+  --allow-missing  exit 0 even if a dataset's files are missing (it is still reported as not run)
+USAGE
+}
+
+profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100"; jobs=2; out=outputs; allow_missing=0
+data_root="${SBN_DATA_ROOT:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
+    --datasets) datasets="${2:?--datasets needs a value}"; shift 2 ;;
+    --data-root) data_root="${2:?--data-root needs a value}"; shift 2 ;;
+    --jobs) jobs="${2:?--jobs needs a value}"; shift 2 ;;
+    --output-dir) out="${2:?--output-dir needs a value}"; shift 2 ;;
+    --allow-missing) allow_missing=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
 done
-exit $status
+case "$profile" in smoke|cpu|paper) ;; *) echo "error: unknown profile '$profile'; choose smoke, cpu or paper" >&2; exit 2 ;; esac
+case "$jobs" in ''|*[!0-9]*|0) echo "error: --jobs must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
+for d in $datasets; do
+  case "$d" in mnist|fashion_mnist|cifar10|cifar100) ;; *) echo "error: unknown dataset '$d'; choose from mnist fashion_mnist cifar10 cifar100" >&2; exit 2 ;; esac
+done
+[ -n "$datasets" ] || { echo "error: --datasets is empty" >&2; exit 2; }
+
+python=$(scripts/bootstrap.sh) || { echo "error: could not set up the virtual environment" >&2; exit 2; }
+venv_bin=$(dirname "$python")
+mkdir -p "$out" 2>/dev/null && [ -w "$out" ] || { echo "error: output directory '$out' is not writable; choose another --output-dir" >&2; exit 2; }
+out=$(cd "$out" && pwd)
+[ -n "$data_root" ] && export SBN_DATA_ROOT="$data_root"
+pm_root=(); [ -n "$data_root" ] && pm_root=(-p data_root "$(cd "$data_root" 2>/dev/null && pwd || echo "$data_root")")
+
+start=$(date +%s)
+failed=(); missing=(); done_ok=()
+status_json() { "$python" -c 'import sys; from sbnlib.report import write_status; write_status(sys.argv[1], sys.argv[2], sys.argv[3])' "$@"; }
+render() { "$venv_bin/jupyter" nbconvert --to html --log-level WARN "$1" >/dev/null 2>&1 || echo "  (HTML rendering of $1 failed)"; }
+
+for d in $datasets; do
+  echo "== $d ($profile profile)"
+  mkdir -p "$out/$d"
+  if ! msg=$("$python" -m sbnlib check-data --dataset "$d" 2>&1); then
+    echo "   NOT RUN: $(echo "$msg" | head -n 1)"
+    status_json "$out/$d" missing "$(echo "$msg" | grep -v '^warning' | sed 's/^error: //' | tr '\n' ' ')"
+    missing+=("$d"); continue
+  fi
+  echo "   $(echo "$msg" | grep -v '^warning' | tail -n 1)"
+  ok=1
+  for nb in feasibility experiment; do
+    echo "   -> $nb.ipynb"
+    extra=(); [ "$nb" = experiment ] && extra=(-p jobs "$jobs")
+    if ! "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
+         -p output_dir "$out" "${pm_root[@]}" "${extra[@]}" --log-output --no-progress-bar \
+         > "$out/$d/$nb.log" 2>&1; then
+      echo "   FAILED: $nb (log: $out/$d/$nb.log)"; tail -n 5 "$out/$d/$nb.log" | sed 's/^/     /'
+      status_json "$out/$d" failed "$nb.ipynb failed; see $d/$nb.log"
+      ok=0; break
+    fi
+    grep -E "runs; |it/s|run/s\]" "$out/$d/$nb.log" | tail -n 1 | sed 's/^/      /'
+    render "$out/$d/$nb.ipynb"
+  done
+  if [ $ok -eq 1 ]; then done_ok+=("$d"); else failed+=("$d"); fi
+done
+
+echo "== summary"
+if "$venv_bin/papermill" notebooks/summary.ipynb "$out/summary.ipynb" -p datasets "$datasets" -p output_dir "$out" \
+     --log-output --no-progress-bar > "$out/summary.log" 2>&1; then
+  render "$out/summary.ipynb"
+  echo "   report: $out/REPORT.md"
+else
+  echo "   FAILED: summary (log: $out/summary.log)"; failed+=(summary)
+fi
+
+elapsed=$(( $(date +%s) - start ))
+echo "== done in ${elapsed}s: ran ${done_ok[*]:-nothing}; missing data: ${missing[*]:-none}; failed: ${failed[*]:-none}"
+[ ${#failed[@]} -eq 0 ] || exit 1
+if [ ${#missing[@]} -gt 0 ] && [ $allow_missing -eq 0 ]; then
+  echo "exit 3: dataset(s) not run for lack of data: ${missing[*]} (pass --allow-missing to accept)" >&2
+  exit 3
+fi
+exit 0

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     from .threshold import STRATEGIES
     from .train import METHODS
     from .models import MODELS
+    from .data import DATASETS
 
     ap = argparse.ArgumentParser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -63,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--rate", type=float, default=None, help="fraction normalised for --threshold rate")
     a.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the batch plans")
     a.add_argument("--out", default="outputs/assess", help="folder for the JSON and the histogram PNG")
+
+    c = sub.add_parser("check-data", help="check that a dataset's files are present and readable")
+    c.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    c.add_argument("--data-root", default=None, help="data folder (default: $SBN_DATA_ROOT, else ./data)")
 
     t = sub.add_parser("train", help="run one training run and write its result record")
     _data_args(t)
@@ -112,6 +117,16 @@ def _assess(args) -> int:
     return 0
 
 
+def _check_data(args) -> int:
+    from .data import load_dataset
+
+    ds = load_dataset(args.dataset, root=args.data_root)
+    p = ds.provenance
+    print(f"{args.dataset}: {p['n_train']} training and {p['n_test']} test images at {p['root']}/{p['layout']} "
+          f"({p['status']})")
+    return 0
+
+
 def _train(args) -> int:
     import torch
 
@@ -141,12 +156,19 @@ def _train(args) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
+    import warnings
+
     args = _parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     from .data import DataError
 
     try:
-        return {"assess": _assess, "train": _train}[args.command](args)
+        return {"assess": _assess, "train": _train, "check-data": _check_data}[args.command](args)
     except (DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

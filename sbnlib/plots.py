@@ -175,3 +175,24 @@ def plot_example_batches(images, scores, k: int = 2, path=None, title=None, max_
     fig.suptitle(title or "Most and least heterogeneous batches (score at left)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_verdict_diffs(comparisons: dict, path=None, title=None):
+    """sbn - bn accuracy difference (percentage points, 95% bootstrap CI) vs batch size, per dataset."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, c in comparisons.items():
+        c = c[c["baseline"] == "bn"].sort_values("batch_size")
+        if c.empty:
+            continue
+        y = 100 * c["mean_diff"].to_numpy()
+        err = 100 * np.vstack([c["mean_diff"] - c["ci_low"], c["ci_high"] - c["mean_diff"]])
+        ax.errorbar(c["batch_size"], y, yerr=err, marker="o", ms=4, capsize=3, label=name)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("sbn - bn test accuracy (pp)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="dataset")
+    ax.set_title(title or "Selective BN minus BN, per dataset (mean, 95% bootstrap CI)")
+    fig.tight_layout()
+    return _save(fig, path)

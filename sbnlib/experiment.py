@@ -1,0 +1,250 @@
+"""What the notebooks call: validated parameters, one dataset's sweep, its tables and figures.
+
+The notebooks stay thin: each cell calls one function here and displays what it returns.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import pandas as pd
+
+from . import report
+from .data import DATASETS, load_dataset
+from .io import atomic_write_json, ensure_writable_dir
+from .scoring import SCORERS
+from .sweep import PROFILES, experiment_configs, iter_results, profile_params, run_configs
+from .threshold import STRATEGIES
+from .train import METHODS
+
+__all__ = ["ParameterError", "REPO_ROOT", "Params", "resolve_params", "load", "run", "analyse", "feasibility"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ParameterError(ValueError):
+    """A notebook or command-line parameter is invalid; the message names it and the fix."""
+
+
+def _repo_path(p) -> Path:
+    """Relative paths are relative to the repository root, wherever the notebook runs from."""
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (REPO_ROOT / p)
+
+
+def _check_int_list(name, values, lo=1) -> List[int]:
+    if isinstance(values, (int, str)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        values = list(values)
+    except TypeError:
+        raise ParameterError(f"{name} must be a list of integers, got {values!r}") from None
+    if not values:
+        raise ParameterError(f"{name} is empty; give at least one value")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ParameterError(f"{name} must hold integers >= {lo}, got {v!r} in {values!r}")
+    return values
+
+
+@dataclass
+class Params:
+    """Validated parameters of one dataset's notebooks (profile values filled in)."""
+
+    dataset: str
+    profile: str
+    sweep: dict
+    data_root: Optional[str]
+    output_dir: Path
+    jobs: int
+
+    @property
+    def out(self) -> Path:
+        return self.output_dir / self.dataset
+
+    def record(self) -> dict:
+        d = asdict(self)
+        d["output_dir"] = str(self.output_dir)
+        return d
+
+
+def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None, epochs=None,
+                   methods=None, n_train=None, n_test=None, data_root=None, output_dir="outputs",
+                   jobs=1) -> Params:
+    """Validate notebook parameters; raise one :class:`ParameterError` naming the problem and the fix."""
+    if dataset not in DATASETS:
+        raise ParameterError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    if batch_sizes is not None:
+        batch_sizes = _check_int_list("batch_sizes", batch_sizes)
+    if seeds is not None and not isinstance(seeds, int):
+        seeds = _check_int_list("seeds", seeds, lo=0)
+    if seeds is not None and isinstance(seeds, int) and (isinstance(seeds, bool) or seeds < 1):
+        raise ParameterError(f"seeds must be a count >= 1 or a list of integers, got {seeds!r}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ParameterError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if methods is not None:
+        methods = [methods] if isinstance(methods, str) else list(methods)
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise ParameterError(f"unknown method {bad[0]!r}; choose from {sorted(METHODS)}")
+        if not {"bn", "sbn"} <= set(methods):
+            raise ParameterError(f"methods must include 'bn' and 'sbn' (the comparison), got {methods!r}")
+    for name, v in (("n_train", n_train), ("n_test", n_test)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ParameterError(f"{name} must be a positive integer or None (the profile's), got {v!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ParameterError(f"jobs must be an integer >= 1, got {jobs!r}")
+    try:
+        sweep = profile_params(profile, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,
+                               methods=methods, n_train=n_train, n_test=n_test)
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
+    if sweep["n_train"] is not None and max(sweep["batch_sizes"]) > sweep["n_train"]:
+        raise ParameterError(f"batch size {max(sweep['batch_sizes'])} is larger than n_train={sweep['n_train']}; "
+                             "drop it or raise n_train")
+    if data_root is None and not os.environ.get("SBN_DATA_ROOT"):
+        data_root = str(REPO_ROOT / "data")
+    elif data_root is not None:
+        data_root = str(_repo_path(data_root))
+    out = _repo_path(output_dir)
+    try:
+        ensure_writable_dir(out / dataset)
+    except OSError as e:
+        raise ParameterError(str(e)) from None
+    return Params(dataset, profile, sweep, data_root, out, jobs)
+
+
+def load(P: Params):
+    """The dataset at the sweep's subset sizes (the same arrays every run trains on)."""
+    return load_dataset(P.dataset, root=P.data_root, n_train=P.sweep["n_train"], n_test=P.sweep["n_test"],
+                        seed=P.sweep["data_seed"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Feasibility (no training)
+# ----------------------------------------------------------------------------------------------
+
+def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
+    """Score every batch at each batch size; write JSON, CSV and figures; return (result, table)."""
+    import numpy as np
+
+    from .assess import assess
+    from .data import make_batch_plan
+    from .plots import plot_example_batches, plot_frac_needs_bn, plot_score_histograms
+
+    if scorer not in SCORERS:
+        raise ParameterError(f"unknown scorer {scorer!r}; choose one of {sorted(SCORERS)}")
+    if threshold not in STRATEGIES:
+        raise ParameterError(f"unknown threshold {threshold!r}; choose one of {list(STRATEGIES)}")
+    x = ds.normalize(ds.x_train)
+    res = assess(x, P.sweep["batch_sizes"], scorer, threshold, seed=0, progress=True)
+    res.update(dataset=P.dataset, data=ds.provenance)
+    out = P.out
+    atomic_write_json(out / "feasibility.json", res)
+    table = pd.DataFrame([{k: r[k] for k in ("batch_size", "n_batches", "threshold", "frac_needs_bn",
+                                              "score_mean", "score_std")} for r in res["batch_sizes"]]).set_index("batch_size")
+    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "scorer": scorer, "threshold": threshold}, 0.0)
+    report.write_table(table, out, "feasibility", f"{P.dataset}: which training batches need BN", prov)
+    figs = {
+        "hist": plot_score_histograms(res, out / "feasibility_scores.png",
+                                      title=f"{P.dataset}: batch heterogeneity ({scorer}, threshold {threshold})"),
+        "frac": plot_frac_needs_bn(res, out / "feasibility_fraction.png", title=f"{P.dataset}: which batches need BN"),
+    }
+    sizes = [r["batch_size"] for r in res["batch_sizes"]]
+    i = min(range(len(sizes)), key=lambda j: abs(sizes[j] - 8))  # the batch size closest to 8
+    plan = make_batch_plan(x.shape[0], sizes[i], seed=0)
+    figs["examples"] = plot_example_batches(ds.x_train[plan].numpy(), np.asarray(res["batch_sizes"][i]["scores"]),
+                                            path=out / "feasibility_examples.png",
+                                            title=f"{P.dataset}: most and least heterogeneous batches of {sizes[i]}")
+    return res, table, figs
+
+
+# ----------------------------------------------------------------------------------------------
+# Experiment
+# ----------------------------------------------------------------------------------------------
+
+def run(P: Params, progress: bool = True):
+    """Train every run of the sweep that has no result file yet; returns (results, DataFrame, wall time)."""
+    t0 = time.perf_counter()
+    configs = experiment_configs(P.dataset, P.sweep)
+    results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
+                          desc=f"{P.dataset} ({len(configs)} runs)")
+    df = pd.DataFrame(list(iter_results(results)))
+    return results, df, time.perf_counter() - t0
+
+
+def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dict:
+    """Accuracy table, stability analysis, verdicts and figures; all written under ``P.out``."""
+    from .plots import plot_accuracy_vs_batch, plot_loss_curves, plot_stability
+
+    methods = P.sweep["methods"]
+    run_time = float(df["wall_time_s"].sum())
+    prov = report.make_provenance(ds.provenance, P.profile, P.sweep, wall_time_s)
+    prov["training_time_s (sum over runs, incl. earlier sessions)"] = round(run_time, 1)
+    acc = report.accuracy_tables(df, methods, treatment="sbn", baselines=[m for m in ("bn", "random") if m in methods])
+    stab = report.stability_tables(df, methods)
+    c2 = report.c2_verdicts(df, stab["comparisons"])
+    verdicts = pd.DataFrame({"dataset": P.dataset, "batch_size": acc["accuracy"].index,
+                             "C1": acc["accuracy"]["C1 vs bn"].values,
+                             "C2": [c2.get(b, "inconclusive") for b in acc["accuracy"].index]})
+    diverged = df[df.diverged].groupby("method").size().to_dict()
+    notes = (f"Cells: final test accuracy (%) mean ± std over {df.seed.nunique()} paired seeds. "
+             "Differences in percentage points with a 95% bootstrap CI; p-values Holm-adjusted across batch sizes. "
+             + report.C1_RULE + (f" Diverged runs: {diverged}." if diverged else " No run diverged."))
+    out = P.out
+    files = {
+        "accuracy": report.write_table(acc["accuracy"], out, "accuracy", f"{P.dataset}: test accuracy, BN vs selective BN", prov, notes),
+        "stability": report.write_table(stab["verdicts"], out, "stability", f"{P.dataset}: stability analysis, sbn vs bn", prov,
+                                        "BN transformations = layer x batch normalisations per run (mean over seeds). "
+                                        "Verdict and Holm-adjusted Wilcoxon p per stability metric (lower = more stable). "
+                                        + report.C2_RULE),
+        "stability_metrics": report.write_table(stab["summary"], out, "stability_metrics",
+                                                f"{P.dataset}: stability metrics, mean over seeds", prov),
+        "verdicts": report.write_table(verdicts.set_index("batch_size"), out, "verdicts", f"{P.dataset}: verdicts", prov),
+    }
+    acc["comparisons"].to_csv(out / "comparisons_accuracy.csv", index=False)
+    stab["comparisons"].to_csv(out / "comparisons_stability.csv", index=False)
+    df.to_csv(out / "runs.csv", index=False)
+    bs = P.sweep["batch_sizes"]
+    figs = {
+        "accuracy": plot_accuracy_vs_batch(df, methods, out / "accuracy_vs_batch.png",
+                                           title=f"{P.dataset}: test accuracy vs batch size (mean, 95% CI)"),
+        "loss": plot_loss_curves(results, sorted({bs[0], bs[len(bs) // 2], bs[-1]}), methods, out / "loss_curves.png",
+                                 title=f"{P.dataset}: training loss (median over seeds)"),
+        "stability": plot_stability(df, methods, {m: lab for m, (lab, _) in report.STABILITY_METRICS.items() if m != "spread"},
+                                    out / "stability.png", title=f"{P.dataset}: stability metrics (lower = more stable)"),
+    }
+    report.write_status(out, "ok", data_status=ds.provenance["status"], wall_time_s=round(wall_time_s, 1),
+                        runs=len(results))
+    return {"accuracy": acc["accuracy"], "stability": stab["verdicts"], "stability_metrics": stab["summary"],
+            "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}
+
+
+def summary(datasets, output_dir="outputs"):
+    """Collect every dataset's verdicts; write REPORT.md; return (verdict table, statuses)."""
+    out = _repo_path(output_dir)
+    frames, statuses = [], {}
+    for d in datasets:
+        statuses[d] = report.read_status(out / d)
+        v = out / d / "verdicts.csv"
+        if statuses[d]["status"] == "ok" and v.exists():
+            frames.append(pd.read_csv(v, comment="#")[["dataset", "batch_size", "C1", "C2"]])
+    verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
+    prov = {"git_commit": report.git_commit(), "versions": json.dumps(report.library_versions(), sort_keys=True),
+            "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    figs = []
+    if frames:
+        from .plots import plot_verdict_diffs
+
+        comps = {d: pd.read_csv(out / d / "comparisons_accuracy.csv") for d in datasets
+                 if (out / d / "comparisons_accuracy.csv").exists() and statuses[d]["status"] == "ok"}
+        plot_verdict_diffs(comps, out / "summary_accuracy_diff.png")
+        figs.append("summary_accuracy_diff.png")
+    path = report.write_report(out, datasets, verdicts, figs, prov)
+    return verdicts, statuses, path

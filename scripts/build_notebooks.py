@@ -1,0 +1,240 @@
+"""Write notebooks/*.ipynb from the cell lists below (run after editing; a test checks they agree).
+
+    python scripts/build_notebooks.py          # write
+    python scripts/build_notebooks.py --check  # exit 1 if a notebook differs from this source
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+SETUP = """\
+from IPython.display import Image, Markdown, display
+import pandas as pd
+from sbnlib import experiment as ex, report
+pd.set_option("display.width", 200, "display.max_columns", 30)"""
+
+FEASIBILITY = [
+    new_markdown_cell("""\
+# Feasibility: which training batches need BN? (no training)
+
+The paper's *early-stage feasibility assessment*: before any training, cut the training set into
+batches (a seeded batch plan), score every batch by its feature heterogeneity, fit a threshold on
+the scores and call the batches above it the ones that *need* BN. This notebook shows, for one
+dataset and each batch size, the score distribution, the threshold and the fraction of batches
+that need BN, plus the most and least heterogeneous batches.
+
+Run with papermill, e.g. `papermill notebooks/feasibility.ipynb out.ipynb -p dataset cifar10`."""),
+    new_code_cell("""\
+dataset = "mnist"        # mnist | fashion_mnist | cifar10 | cifar100
+profile = "cpu"          # smoke | cpu | paper: batch sizes and subset sizes
+batch_sizes = None       # None: the profile's
+n_train = None           # None: the profile's training subset (the images the experiment trains on)
+scorer = "feature_std"   # see sbnlib.scoring.SCORERS
+threshold = "mean"       # mean | median | quantile | otsu | rate
+data_root = None         # None: $SBN_DATA_ROOT, else ./data
+output_dir = "outputs"   # relative paths are relative to the repository root""", metadata={"tags": ["parameters"]}),
+    new_code_cell(SETUP + """
+P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, n_train=n_train,
+                      data_root=data_root, output_dir=output_dir)
+ds = ex.load(P)
+print(ds, "\\nprovenance:", ds.provenance["status"], "-", ds.provenance["note"])"""),
+    new_markdown_cell("""\
+## Scores, threshold and the fraction of batches that need BN
+
+One row per batch size: the number of batches in the plan, the fitted threshold, the fraction of
+batches whose score is above it, and the mean and standard deviation of the scores. Scores shrink
+in spread as batches grow (a batch of B samples averages B draws), so the threshold splits ever
+more similar batches at large B."""),
+    new_code_cell("""\
+result, table, figs = ex.feasibility(P, ds, scorer=scorer, threshold=threshold)
+display(table)"""),
+    new_markdown_cell("""\
+## Score distributions
+
+Histogram of batch scores at each batch size; the red line is the threshold. Batches to its right
+are normalised by selective BN, the others skip BN."""),
+    new_code_cell("""display(Image(str(P.out / "feasibility_scores.png")))"""),
+    new_markdown_cell("""\
+## Fraction of batches that need BN, per batch size
+
+Left: the fraction above the threshold. Right: the score distribution (box: quartiles) with the
+threshold (red)."""),
+    new_code_cell("""display(Image(str(P.out / "feasibility_fraction.png")))"""),
+    new_markdown_cell("""\
+## Most and least heterogeneous batches
+
+Each row is one batch (up to 8 of its images), its score at the left. The top rows are the batches
+that selective BN normalises with most certainty, the bottom rows those that skip BN."""),
+    new_code_cell("""display(Image(str(P.out / "feasibility_examples.png")))"""),
+]
+
+EXPERIMENT = [
+    new_markdown_cell("""\
+# Experiment: traditional BN vs selective BN, one dataset
+
+For every batch size and every paired seed (same seed = same initial weights and same batch order
+for every method), train a small CNN with traditional BN (`bn`) and with selective BN (`sbn`:
+normalise only the batches classified as heterogeneous before training; the others pass through
+the BN layers unchanged). Then:
+
+* the **accuracy table** (claim C1): mean ± std of final test accuracy, the paired difference with
+  a 95% bootstrap CI, Wilcoxon signed-rank and paired t-test p-values Holm-adjusted across batch
+  sizes, and the fraction of batches normalised;
+* the **stability analysis** (claim C2): BN transformation counts, training-loss volatility,
+  gradient-norm coefficient of variation, an internal-covariate-shift probe, and the spread of
+  final accuracy across seeds, each compared sbn vs bn with the same paired tests.
+
+Finished runs are stored one file each under `outputs/<dataset>/runs/` (keyed by a hash of the
+full configuration), so rerunning resumes and ends with the same numbers."""),
+    new_code_cell("""\
+dataset = "mnist"        # mnist | fashion_mnist | cifar10 | cifar100
+profile = "cpu"          # smoke | cpu | paper
+batch_sizes = None       # None: the profile's
+seeds = None             # a count (seeds 0..n-1) or a list; None: the profile's
+epochs = None
+methods = None           # must include "bn" and "sbn"; None: the profile's
+n_train = None
+n_test = None
+data_root = None         # None: $SBN_DATA_ROOT, else ./data
+output_dir = "outputs"   # relative paths are relative to the repository root
+jobs = 1                 # worker processes (each run uses one thread, so results do not depend on jobs)""",
+                  metadata={"tags": ["parameters"]}),
+    new_code_cell(SETUP + """
+P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,
+                      methods=methods, n_train=n_train, n_test=n_test, data_root=data_root,
+                      output_dir=output_dir, jobs=jobs)
+ds = ex.load(P)
+print(ds, "\\nprovenance:", ds.provenance["status"], "-", ds.provenance["note"])
+for w in ds.provenance["warnings"]:
+    print("WARNING:", w)
+print("sweep:", P.sweep)"""),
+    new_markdown_cell("## Training every (method, batch size, seed)"),
+    new_code_cell("""\
+results, df, wall_time = ex.run(P)
+print(f"{len(results)} runs; {wall_time:.0f} s in this session; "
+      f"{df.wall_time_s.sum():.0f} s of training in all; diverged: {int(df.diverged.sum())}")
+out = ex.analyse(P, ds, results, df, wall_time)"""),
+    new_markdown_cell("""\
+## Accuracy table (claim C1)
+
+Rows are batch sizes, `bn` and `sbn` cells the final test accuracy (%) as mean ± std over paired
+seeds. `sbn-bn diff` is the mean paired difference in percentage points with its 95% bootstrap
+CI; the p-values are Holm-adjusted across batch sizes; the verdict follows the rule printed below.
+The last column is the fraction of training batches that selective BN normalised."""),
+    new_code_cell("""\
+print(report.C1_RULE)
+display(out["accuracy"])"""),
+    new_markdown_cell("""\
+## Accuracy against batch size
+
+Mean final test accuracy with the 95% confidence interval over seeds, per method. The paper's
+claim C1 predicts the `sbn` line above the `bn` line, mostly at small batch sizes."""),
+    new_code_cell("""display(Image(str(P.out / "accuracy_vs_batch.png")))"""),
+    new_markdown_cell("""\
+## Stability analysis (claim C2)
+
+BN transformations count one normalisation by one BN layer of one batch (mean over seeds).
+For each stability metric (lower = more stable), the verdict and Holm-adjusted Wilcoxon p-value
+of sbn vs bn:
+
+* `loss_volatility`: standard deviation of the step-to-step changes of the training loss;
+* `grad_norm_cv`: coefficient of variation of the global gradient norm over the steps;
+* `ics_shift`: how far the inputs of the normalisation layers move between checkpoints on a fixed
+  probe batch (in units of their own spread), a probe of internal covariate shift;
+* `spread`: absolute deviation of a seed's final accuracy from its method's mean."""),
+    new_code_cell("""\
+print(report.C2_RULE)
+display(out["stability"])
+display(out["stability_metrics"])"""),
+    new_markdown_cell("## Training loss and stability metrics against batch size"),
+    new_code_cell("""\
+display(Image(str(P.out / "loss_curves.png")))
+display(Image(str(P.out / "stability.png")))"""),
+    new_markdown_cell("""\
+## Verdicts for this dataset
+
+C1 and C2 per batch size, computed from the tables above by the stated rules. These feed the
+cross-dataset `summary.ipynb` and `outputs/REPORT.md`."""),
+    new_code_cell("""display(out["verdicts"])"""),
+    new_markdown_cell("## Provenance"),
+    new_code_cell("""for k, v in out["provenance"].items():
+    print(f"{k}: {v}")"""),
+]
+
+SUMMARY = [
+    new_markdown_cell("""\
+# Summary: the paper's claims across datasets
+
+Collects the verdicts that each dataset's `experiment.ipynb` computed and writes
+`outputs/REPORT.md`. A dataset that was not run (for example, CIFAR-100 when its files are not
+available offline) is listed with the reason."""),
+    new_code_cell("""\
+datasets = ["mnist", "fashion_mnist", "cifar10", "cifar100"]
+output_dir = "outputs"   # relative paths are relative to the repository root""", metadata={"tags": ["parameters"]}),
+    new_code_cell(SETUP + """
+if isinstance(datasets, str):
+    datasets = datasets.split()
+verdicts, statuses, report_path = ex.summary(datasets, output_dir)
+for d, st in statuses.items():
+    print(f"{d:>14}: {st['status']}  {st.get('reason', '')}")"""),
+    new_markdown_cell("""\
+## Verdicts per dataset and batch size
+
+C1: selective BN reaches better test accuracy than BN. C2: it normalises fewer batches and trains
+more stably. Each cell is `supported`, `contradicted` or `inconclusive` by the rules below, which
+are applied to the paired statistics; nothing here is typed by hand."""),
+    new_code_cell("""\
+print(report.C1_RULE, "\\n")
+print(report.C2_RULE)
+display(verdicts)
+if len(verdicts):
+    display(pd.crosstab(verdicts["dataset"], verdicts["C1"]).rename_axis(columns="C1"))
+    display(pd.crosstab(verdicts["dataset"], verdicts["C2"]).rename_axis(columns="C2"))"""),
+    new_markdown_cell("""\
+## Selective BN minus BN, per dataset
+
+The paired accuracy difference (percentage points, 95% bootstrap CI) against batch size. Above 0
+means selective BN did better."""),
+    new_code_cell("""\
+fig = report_path.parent / "summary_accuracy_diff.png"
+display(Image(str(fig))) if fig.exists() else print("no dataset produced results")
+print("report written to", report_path)"""),
+]
+
+
+def _notebook(cells):
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, c in enumerate(nb.cells):  # stable ids, so regeneration is byte-identical
+        c["id"] = f"cell-{i:02d}"
+    return nb
+
+
+NOTEBOOKS = {"feasibility.ipynb": FEASIBILITY, "experiment.ipynb": EXPERIMENT, "summary.ipynb": SUMMARY}
+
+
+def main(check: bool = False) -> int:
+    stale = []
+    for name, cells in NOTEBOOKS.items():
+        text = nbformat.writes(_notebook(cells)) + "\n"
+        path = NB_DIR / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("out of date (run python scripts/build_notebooks.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(check="--check" in sys.argv))
