@@ -21,13 +21,14 @@ USAGE
 
 profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100"; jobs=2; out=outputs; allow_missing=0
 data_root="${SBN_DATA_ROOT:-}"
+need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
-    --datasets) datasets="${2:?--datasets needs a value}"; shift 2 ;;
-    --data-root) data_root="${2:?--data-root needs a value}"; shift 2 ;;
-    --jobs) jobs="${2:?--jobs needs a value}"; shift 2 ;;
-    --output-dir) out="${2:?--output-dir needs a value}"; shift 2 ;;
+    --profile) need "$1" "${2:-}"; profile="$2"; shift 2 ;;
+    --datasets) need "$1" "${2:-}"; datasets="$2"; shift 2 ;;
+    --data-root) need "$1" "${2:-}"; data_root="$2"; shift 2 ;;
+    --jobs) need "$1" "${2:-}"; jobs="$2"; shift 2 ;;
+    --output-dir) need "$1" "${2:-}"; out="$2"; shift 2 ;;
     --allow-missing) allow_missing=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -38,7 +39,7 @@ case "$jobs" in ''|*[!0-9]*|0) echo "error: --jobs must be a positive integer, g
 for d in $datasets; do
   case "$d" in mnist|fashion_mnist|cifar10|cifar100) ;; *) echo "error: unknown dataset '$d'; choose from mnist fashion_mnist cifar10 cifar100" >&2; exit 2 ;; esac
 done
-[ -n "$datasets" ] || { echo "error: --datasets is empty" >&2; exit 2; }
+[ -n "${datasets// /}" ] || { echo "error: --datasets is empty" >&2; exit 2; }
 
 python=$(scripts/bootstrap.sh) || { echo "error: could not set up the virtual environment" >&2; exit 2; }
 venv_bin=$(dirname "$python")

@@ -1,0 +1,85 @@
+"""Report helpers: tables with provenance, C2 rule, REPORT.md with missing datasets."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from sbnlib import report
+
+
+def _runs(shift_acc=0.0, shift_vol=0.0, n_seeds=8):
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in (2, 8):
+        for s in range(n_seeds):
+            base = {"batch_size": b, "seed": s, "diverged": False}
+            acc = 0.8 + 0.01 * rng.standard_normal()
+            vol = 0.5 + 0.01 * rng.standard_normal()
+            for m, da, dv, frac in (("bn", 0, 0, 1.0), ("sbn", shift_acc, shift_vol, 0.5)):
+                rows.append({**base, "method": m, "final_test_acc": acc + da + 0.001 * s,
+                             "loss_volatility": vol + dv, "grad_norm_cv": 0.3 + 0.001 * s,
+                             "ics_shift": 0.2 + 0.0001 * s,
+                             "bn_transformations": 300 * frac, "frac_normalized": frac})
+    return pd.DataFrame(rows)
+
+
+def test_markdown_table_formats_numbers_and_escapes_pipes():
+    md = report.markdown_table(pd.DataFrame({"a": [0.123456, np.nan], "b": ["x|y", "z"]}), index=False)
+    lines = md.splitlines()
+    assert lines[0] == "| a | b |" and lines[1] == "|---|---|"
+    assert "0.1235" in lines[2] and "x\\|y" in lines[2] and "n/a" in lines[3]
+
+
+def test_write_table_carries_provenance_and_reads_back(tmp_path):
+    df = pd.DataFrame({"acc": [0.5, 0.75]}, index=pd.Index([2, 4], name="batch_size"))
+    prov = {"profile": "cpu", "data_status": "unverified copy", "git_commit": "abc"}
+    paths = report.write_table(df, tmp_path, "t", "Title", prov, notes="some notes")
+    back = pd.read_csv(paths["csv"], comment="#", index_col=0)
+    assert back["acc"].tolist() == [0.5, 0.75]
+    text = paths["csv"].read_text()
+    assert text.startswith("# profile: cpu\n") and "# data_status: unverified copy" in text
+    md = paths["md"].read_text()
+    assert md.startswith("## Title") and "some notes" in md and "- data_status: unverified copy" in md
+
+
+def test_accuracy_table_reports_differences_and_verdicts():
+    df = _runs(shift_acc=0.05)
+    acc = report.accuracy_tables(df, ["bn", "sbn"], n_boot=2000)["accuracy"]
+    assert list(acc.index) == [2, 8]
+    assert (acc["sbn-bn diff (pp)"] == 5.0).all()
+    assert (acc["C1 vs bn"] == "supported").all()
+    assert acc["sbn batches normalised"].tolist() == ["50.0%", "50.0%"]
+
+
+def test_c2_rule():
+    better = report.stability_tables(_runs(shift_vol=-0.1), ["bn", "sbn"], n_boot=2000)
+    worse = report.stability_tables(_runs(shift_vol=+0.1), ["bn", "sbn"], n_boot=2000)
+    df = _runs()
+    assert set(report.c2_verdicts(df, better["comparisons"])) == {"supported"}
+    mixed = better["comparisons"].copy()
+    mixed.loc[mixed.metric == "ics_shift", "verdict"] = "contradicted"  # one better, one worse
+    assert set(report.c2_verdicts(df, mixed)) == {"inconclusive"}
+    assert set(report.c2_verdicts(df, worse["comparisons"])) == {"contradicted"}
+    same = report.stability_tables(df, ["bn", "sbn"], n_boot=2000)
+    assert "supported" not in set(report.c2_verdicts(df, same["comparisons"]))
+    counts = better["counts"]
+    assert counts["BN transformations sbn"].tolist() == [150, 150]
+
+
+def test_report_lists_missing_datasets_and_verdicts(tmp_path):
+    report.write_status(tmp_path / "mnist", "ok", data_status="verified")
+    (tmp_path / "mnist" / "accuracy.md").write_text("## mnist acc\n\n| a |\n")
+    report.write_status(tmp_path / "cifar100", "missing", "cifar100: files missing under the data root")
+    verdicts = pd.DataFrame({"dataset": ["mnist"], "batch_size": [2], "C1": ["inconclusive"], "C2": ["supported"]})
+    path = report.write_report(tmp_path, ["mnist", "cifar100", "cifar10"], verdicts, [], {"git_commit": "abc"})
+    text = path.read_text()
+    assert "| cifar100 | missing | cifar100: files missing under the data root |" in text
+    assert "| cifar10 | not run |" in text
+    assert "| mnist | 2 | inconclusive | supported |" in text
+    assert "### mnist acc" in text and report.C2_RULE in text
+
+
+def test_status_round_trip_and_unreadable(tmp_path):
+    report.write_status(tmp_path, "failed", "boom", runs=3)
+    assert report.read_status(tmp_path) == {"status": "failed", "reason": "boom", "runs": 3}
+    (tmp_path / "status.json").write_text("{not json")
+    assert report.read_status(tmp_path)["status"] == "failed"

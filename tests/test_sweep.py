@@ -1,0 +1,108 @@
+"""Sweeps: profiles, validation, resumable result files, corrupt files, jobs-independence."""
+import json
+import warnings
+
+import pytest
+
+from sbnlib.sweep import (PROFILES, experiment_configs, iter_results, load_result, profile_params,
+                          result_path, run_configs)
+
+
+def _tiny(**kw):
+    p = profile_params("smoke", batch_sizes=[8, 16], seeds=2, n_train=64, n_test=64, **kw)
+    return experiment_configs("mnist", p)
+
+
+def _numbers(r):
+    return {k: r[k] for k in ("config", "status", "final_test_acc", "epochs", "steps", "probe", "bn")}
+
+
+def test_profiles_cover_what_the_suite_promises():
+    assert set(PROFILES) == {"smoke", "cpu", "paper"}
+    cpu = PROFILES["cpu"]
+    assert min(cpu["batch_sizes"]) == 2 and max(cpu["batch_sizes"]) == 128
+    assert cpu["seeds"] >= 8  # smallest two-sided Wilcoxon p = 2/2^n must allow significance
+    assert {"bn", "sbn"} <= set(cpu["methods"])
+    assert PROFILES["paper"]["n_train"] is None  # full training sets
+
+
+def test_experiment_configs_are_paired_across_methods():
+    cfgs = _tiny()
+    assert len(cfgs) == 2 * 2 * 2
+    keys = {(c.batch_size, c.seed) for c in cfgs if c.method == "bn"}
+    assert keys == {(c.batch_size, c.seed) for c in cfgs if c.method == "sbn"}
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(seeds=0), "seeds must be at least 1"),
+        (dict(seeds=[]), "seed list is empty"),
+        (dict(seeds=[1, 1]), "distinct"),
+        (dict(methods=[]), "method list is empty"),
+        (dict(batch_sizes=[]), "batch-size list is empty"),
+        (dict(batch_sizes=[0]), "batch_size must be an integer >= 1"),
+        (dict(epochs=0), "epochs must be"),
+    ],
+)
+def test_bad_sweep_parameters(kw, match):
+    p = profile_params("smoke")
+    p.update(kw)
+    with pytest.raises(ValueError, match=match):
+        experiment_configs("mnist", p)
+
+
+def test_unknown_profile_and_parameter():
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        profile_params("fast")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epoch'\]"):
+        profile_params("smoke", epoch=3)
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_runs_and_recomputes_corrupt_ones(shared_data, tmp_path):
+    cfgs = _tiny()
+    runs = tmp_path / "runs"
+    first = run_configs(cfgs, runs, root=shared_data, progress=False)
+    files = sorted(runs.glob("*.json"))
+    assert len(files) == len(cfgs)
+    assert not list(runs.glob(".*.tmp"))  # no temporary leftovers
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+
+    victim, truncated = result_path(runs, cfgs[0]), result_path(runs, cfgs[1])
+    victim.unlink()
+    truncated.write_text(truncated.read_text()[:100])
+    with pytest.warns(UserWarning, match="corrupt or incomplete"):
+        second = run_configs(cfgs, runs, root=shared_data, progress=False)
+    assert [_numbers(a) for a in first] == [_numbers(b) for b in second]
+    for p in files:
+        if p not in (victim, truncated):
+            assert p.stat().st_mtime_ns == mtimes[p], f"{p.name} was recomputed"
+    assert json.loads(truncated.read_text())["config_hash"] in truncated.name
+
+    rows = list(iter_results(second))
+    assert {r["method"] for r in rows} == {"bn", "sbn"} and all(0 <= r["final_test_acc"] <= 1 for r in rows)
+
+
+def test_result_file_of_another_config_is_not_used(tmp_path):
+    cfgs = _tiny()
+    path = result_path(tmp_path, cfgs[0])
+    path.write_text(json.dumps({"config_hash": "0" * 16, "config": {}, "final_test_acc": 0.5, "steps": {}}))
+    with pytest.warns(UserWarning, match="does not match"):
+        assert load_result(path, cfgs[0]) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_result(tmp_path / "absent.json", cfgs[0]) is None
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_same_numbers_as_jobs_1(shared_data, tmp_path):
+    cfgs = _tiny(methods=["bn", "sbn"])[:4]
+    one = run_configs(cfgs, tmp_path / "a", root=shared_data, jobs=1, progress=False)
+    two = run_configs(cfgs, tmp_path / "b", root=shared_data, jobs=2, progress=False)
+    assert [_numbers(a) for a in one] == [_numbers(b) for b in two]
+
+
+def test_bad_jobs(tmp_path):
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
+        run_configs(_tiny(), tmp_path, jobs=0)
