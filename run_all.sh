@@ -66,14 +66,16 @@ for d in $datasets; do
   for nb in feasibility experiment; do
     echo "   -> $nb.ipynb"
     extra=(); [ "$nb" = experiment ] && extra=(-p jobs "$jobs")
-    if ! "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
-         -p output_dir "$out" "${pm_root[@]}" "${extra[@]}" --log-output --no-progress-bar \
-         > "$out/$d/$nb.log" 2>&1; then
+    # the full cell output goes to the log; the console shows the sweep's progress lines (with ETA)
+    "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
+         -p output_dir "$out" "${pm_root[@]}" "${extra[@]}" --log-output --no-progress-bar 2>&1 \
+      | tee "$out/$d/$nb.log" | grep --line-buffered -E "runs\): +[0-9]+%" | sed -u 's/^/      /'
+    if [ "${PIPESTATUS[0]}" -ne 0 ]; then
       echo "   FAILED: $nb (log: $out/$d/$nb.log)"; tail -n 5 "$out/$d/$nb.log" | sed 's/^/     /'
       status_json "$out/$d" failed "$nb.ipynb failed; see $d/$nb.log"
       ok=0; break
     fi
-    grep -E "runs; |it/s|run/s\]" "$out/$d/$nb.log" | tail -n 1 | sed 's/^/      /'
+    grep -E "^[0-9]+ runs; " "$out/$d/$nb.log" | tail -n 1 | sed 's/^/      /'
     render "$out/$d/$nb.ipynb"
   done
   if [ $ok -eq 1 ]; then done_ok+=("$d"); else failed+=("$d"); fi

@@ -221,7 +221,8 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
                                     out / "stability.png", title=f"{P.dataset}: stability metrics (lower = more stable)"),
     }
     report.write_status(out, "ok", data_status=ds.provenance["status"], wall_time_s=round(wall_time_s, 1),
-                        runs=len(results))
+                        training_time_s=round(run_time, 1), runs=len(results), profile=P.profile,
+                        parameters=P.sweep)
     return {"accuracy": acc["accuracy"], "stability": stab["verdicts"], "stability_metrics": stab["summary"],
             "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}
 
@@ -236,7 +237,12 @@ def summary(datasets, output_dir="outputs"):
         if statuses[d]["status"] == "ok" and v.exists():
             frames.append(pd.read_csv(v, comment="#")[["dataset", "batch_size", "C1", "C2"]])
     verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
-    prov = {"git_commit": report.git_commit(), "versions": json.dumps(report.library_versions(), sort_keys=True),
+    ran = {d: st for d, st in statuses.items() if st["status"] == "ok"}
+    prov = {"profiles": ", ".join(sorted({str(st.get("profile")) for st in ran.values()})) or "none",
+            **{f"{d} parameters": json.dumps(st.get("parameters"), sort_keys=True) for d, st in ran.items()},
+            **{f"{d} wall time (s, last session / all training)": f"{st.get('wall_time_s')} / {st.get('training_time_s')}"
+               for d, st in ran.items()},
+            "git_commit": report.git_commit(), "versions": json.dumps(report.library_versions(), sort_keys=True),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     figs = []
     if frames:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "ensure_writable_dir"]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def ensure_writable_dir(path) -> Path:
     """Create ``path`` if needed; raise one clear error if it cannot be written."""
@@ -31,6 +34,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,50 @@
+import json
+import os
+
+import pytest
+
+from sbnlib.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+
+
+def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path):
+    p = tmp_path / "sub" / "r.json"
+    atomic_write_json(p, {"a": 1})
+    atomic_write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2}
+    assert oct(p.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert [f.name for f in p.parent.iterdir()] == ["r.json"]  # no temporary files left
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "r.bin"
+    atomic_write_bytes(p, b"old")
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"old"
+    assert [f.name for f in tmp_path.iterdir()] == ["r.bin"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_dir(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    with pytest.raises(OSError, match="not writable"):
+        ensure_writable_dir(d)
+
+
+def test_dir_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match="cannot create output directory"):
+        ensure_writable_dir(tmp_path / "file" / "sub")
