@@ -11,7 +11,7 @@ usage() {
 usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--jobs N] [--output-dir DIR] [--allow-missing]
   --profile        smoke (minutes), cpu (default, about an hour on 2 cores), paper (full data; GPU or a long run)
-  --datasets       which datasets (default: all four)
+  --datasets       which datasets (default: the paper's four; also mnist_fmnist_mix, the heterogeneity stress set)
   --data-root      where the datasets are (default: $SBN_DATA_ROOT, else ./data)
   --jobs           parallel training processes (default 2)
   --output-dir     default outputs
@@ -37,7 +37,8 @@ done
 case "$profile" in smoke|cpu|paper) ;; *) echo "error: unknown profile '$profile'; choose smoke, cpu or paper" >&2; exit 2 ;; esac
 case "$jobs" in ''|*[!0-9]*|0) echo "error: --jobs must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
 for d in $datasets; do
-  case "$d" in mnist|fashion_mnist|cifar10|cifar100) ;; *) echo "error: unknown dataset '$d'; choose from mnist fashion_mnist cifar10 cifar100" >&2; exit 2 ;; esac
+  case "$d" in mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
+    *) echo "error: unknown dataset '$d'; choose from mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix" >&2; exit 2 ;; esac
 done
 [ -n "${datasets// /}" ] || { echo "error: --datasets is empty" >&2; exit 2; }
 

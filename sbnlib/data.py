@@ -41,7 +41,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ __all__ = [
     "UnsafePickleError",
     "reference_md5s",
     "file_md5",
+    "DERIVED",
+    "register_derived",
+    "dataset_names",
 ]
 
 ENV_ROOT = "SBN_DATA_ROOT"
@@ -141,9 +144,14 @@ DATASETS: Dict[str, DatasetSpec] = {
 }
 
 
+def dataset_names() -> List[str]:
+    """Every name :func:`load_dataset` accepts: the file-backed datasets and the derived ones."""
+    return sorted(DATASETS) + sorted(DERIVED)
+
+
 def _get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
     return DATASETS[name]
 
 
@@ -640,6 +648,9 @@ def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download
     all); more than a copy holds means all of it, with a warning. Raises :class:`DataError` with
     the problem and the fix when files are missing, truncated, corrupt or unsafe.
     """
+    if name in DERIVED:
+        return DERIVED[name](root=root, download=download, n_train=n_train, n_test=n_test, seed=seed,
+                             progress=progress)
     spec = _get_spec(name)
     n_train = None if n_train is None else _check_count(n_train, "n_train")
     n_test = None if n_test is None else _check_count(n_test, "n_test")
@@ -696,4 +707,75 @@ def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download
     for w in warns:
         warnings.warn(w, DataWarning, stacklevel=2)
     return Dataset(name=spec.name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                   classes=classes, mean=mean, std=std, provenance=provenance)
+
+
+# --------------------------------------------------------------------------------------------
+# Derived datasets: deterministic transforms of the datasets above, registered like them
+# --------------------------------------------------------------------------------------------
+
+DERIVED: Dict[str, Callable[..., Dataset]] = {}
+
+
+def register_derived(name: str):
+    """Register ``fn(root, download, n_train, n_test, seed, progress) -> Dataset`` under ``name``."""
+
+    def deco(fn):
+        if name in DERIVED or name in DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        DERIVED[name] = fn
+        return fn
+
+    return deco
+
+
+@register_derived("mnist_fmnist_mix")
+def mnist_fmnist_mix(root=None, download=False, n_train=None, n_test=None, seed=0, progress=False) -> Dataset:
+    """Heterogeneity stress dataset: MNIST digits and Fashion-MNIST items in one 20-class task.
+
+    Classes 0-9 are MNIST's digits, classes 10-19 Fashion-MNIST's items (``domain = label // 10``).
+    The two domains differ strongly in pixel statistics (Fashion-MNIST images cover more of the
+    frame, with more mid-grey), so a batch that mixes them is knowably more heterogeneous than a
+    batch from one domain: the ground truth for checking a scorer (AUROC of mixed vs pure batches).
+    Train/test splits are the concatenations of the two datasets' splits (120,000 / 20,000);
+    ``n_train`` / ``n_test`` take stratified subsets over the 20 classes. Normalisation constants
+    come from the combined training split. Provenance records both sources.
+    """
+    n_train = None if n_train is None else _check_count(n_train, "n_train")
+    n_test = None if n_test is None else _check_count(n_test, "n_test")
+    parts = [load_dataset(n, root=root, download=download, progress=progress) for n in ("mnist", "fashion_mnist")]
+    x_tr = np.concatenate([p.x_train.numpy() for p in parts])
+    y_tr = np.concatenate([parts[0].y_train.numpy(), parts[1].y_train.numpy() + 10])
+    x_te = np.concatenate([p.x_test.numpy() for p in parts])
+    y_te = np.concatenate([parts[0].y_test.numpy(), parts[1].y_test.numpy() + 10])
+    warns: List[str] = [w for p in parts for w in p.provenance["warnings"]]
+    where = Path(parts[0].provenance["root"])
+    x_tr, y_tr = _subsample_split(x_tr, y_tr, n_train, seed, "training", where, warns)
+    x_te, y_te = _subsample_split(x_te, y_te, n_test, seed, "test", where, warns)
+    x_train = torch.from_numpy(np.ascontiguousarray(x_tr))
+    mean, std = _channel_stats(x_train)
+    src = [p.provenance for p in parts]
+    provenance = {
+        "dataset": "mnist_fmnist_mix",
+        "root": src[0]["root"],
+        "layout": " + ".join(p["layout"] for p in src),
+        "files": {k: v for p in src for k, v in p["files"].items()},
+        "verified": all(p["verified"] for p in src),
+        "status": src[0]["status"] if src[0]["status"] == src[1]["status"] else
+        f"mnist: {src[0]['status']}; fashion_mnist: {src[1]['status']}",
+        "note": "derived: MNIST (classes 0-9) + Fashion-MNIST (classes 10-19). " + src[0]["note"],
+        "n_train_available": sum(p["n_train_available"] for p in src),
+        "n_test_available": sum(p["n_test_available"] for p in src),
+        "n_train": int(y_tr.shape[0]),
+        "n_test": int(y_te.shape[0]),
+        "n_train_requested": n_train,
+        "n_test_requested": n_test,
+        "subsample_seed": int(seed),
+        "warnings": warns,
+    }
+    for w in warns[sum(len(p["warnings"]) for p in src):]:
+        warnings.warn(w, DataWarning, stacklevel=2)
+    classes = [f"digit {c.split(' - ')[0]}" for c in parts[0].classes] + list(parts[1].classes)
+    return Dataset(name="mnist_fmnist_mix", x_train=x_train, y_train=torch.from_numpy(y_tr.astype(np.int64)),
+                   x_test=torch.from_numpy(np.ascontiguousarray(x_te)), y_test=torch.from_numpy(y_te.astype(np.int64)),
                    classes=classes, mean=mean, std=std, provenance=provenance)

@@ -14,7 +14,7 @@ from typing import List, Optional
 import pandas as pd
 
 from . import report
-from .data import DATASETS, load_dataset
+from .data import dataset_names, load_dataset
 from .io import atomic_write_json, ensure_writable_dir
 from .scoring import SCORERS
 from .sweep import PROFILES, experiment_configs, iter_results, profile_params, run_configs
@@ -76,8 +76,8 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
                    methods=None, n_train=None, n_test=None, data_root=None, output_dir="outputs",
                    jobs=1) -> Params:
     """Validate notebook parameters; raise one :class:`ParameterError` naming the problem and the fix."""
-    if dataset not in DATASETS:
-        raise ParameterError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if dataset not in dataset_names():
+        raise ParameterError(f"unknown dataset {dataset!r}; choose one of {dataset_names()}")
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     if batch_sizes is not None:

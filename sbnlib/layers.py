@@ -18,10 +18,14 @@ Semantics, spelled out:
   - ``"frozen"``: normalise with the current running statistics and apply the affine
     transform, without updating them (gradients still reach ``weight`` and ``bias``).
 
-* **eval**: exactly ``nn.BatchNorm`` in eval mode (running statistics when tracked); ``enabled``
-  is ignored.
+* **eval, enabled** (the default): exactly ``nn.BatchNorm`` in eval mode (running statistics
+  when tracked).
+* **eval, disabled**: the skip mode again (``"identity"`` passes the input through, ``"frozen"``
+  normalises with the running statistics, which is what eval mode does anyway). This lets an
+  inference policy skip BN on test batches too (see :mod:`sbnlib.train`); left at its default,
+  a selective layer in eval mode is plain BN.
 
-Each layer counts, in training mode, how many batches it normalised (``n_normalized``) and
+Each layer counts, in training mode only, how many batches it normalised (``n_normalized``) and
 skipped (``n_skipped``): the paper's "internal variable transformations". The counters are plain
 attributes, not buffers, so ``state_dict`` keys are exactly those of ``nn.BatchNorm`` and
 checkpoints load both ways.
@@ -79,13 +83,13 @@ class _SelectiveBatchNorm(_BatchNorm):
         self.n_skipped = 0
 
     def forward(self, input: Tensor) -> Tensor:
-        if not self.training:
-            return super().forward(input)
         if self.enabled:
-            self.n_normalized += 1
+            if self.training:
+                self.n_normalized += 1
             return super().forward(input)
         self._check_input_dim(input)
-        self.n_skipped += 1
+        if self.training:
+            self.n_skipped += 1
         if self.skip_mode == "identity":
             return input
         return F.batch_norm(

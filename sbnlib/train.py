@@ -41,9 +41,9 @@ import torch.nn.functional as F
 
 from . import __version__
 from .data import load_dataset, make_batch_plan
-from .layers import bn_counts, selective_bn
+from .layers import bn_counts, selective_bn, selective_layers
 from .models import MODELS, NORM_LAYERS, build_model
-from .scoring import SCORERS, score_batches
+from .scoring import SCORERS, get_scorer, score_batches
 from .threshold import STRATEGIES, classify_batches, fit_threshold
 
 __all__ = ["METHODS", "TrainConfig", "train", "evaluate", "config_hash"]
@@ -235,6 +235,63 @@ def evaluate(model, x, y, batch_size=1000):
     return correct / x.shape[0], loss / x.shape[0]
 
 
+def _running_stat_drift(model, x_probe) -> float:
+    """How far BN's running statistics are from the statistics they stand for at inference.
+
+    In eval mode (the inference-time network), forward hooks take each BN layer's actual input
+    on a probe set of training images; per channel, with ``mu``/``sd`` its mean/std and
+    ``mu_r``/``sd_r`` the running ones: mean over layers and channels of
+    ``|mu_r - mu| / sd + |log(sd_r / sd)|`` (variances + eps). 0 means the running statistics are
+    exact; selective BN gathers them only from the batches it normalised.
+    """
+    parts, hooks = [], []
+
+    def hook(m, inputs, _out):
+        x = inputs[0].transpose(0, 1).reshape(inputs[0].shape[1], -1).double()
+        mu, sd = x.mean(1), (x.var(1, correction=0) + m.eps).sqrt()
+        mu_r, sd_r = m.running_mean.double(), (m.running_var.double() + m.eps).sqrt()
+        parts.append(((mu_r - mu).abs() / sd + (sd_r / sd).log().abs()).mean())
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            hooks.append(m.register_forward_hook(hook))
+    model.eval()
+    with torch.no_grad():
+        model(x_probe)
+    for h in hooks:
+        h.remove()
+    return float(torch.stack(parts).mean())
+
+
+def _inference_policies(model, cfg: "TrainConfig", x_test, y_test, threshold) -> dict:
+    """Test accuracy of a selective-BN network under three inference policies.
+
+    ``running``: standard eval, every test batch normalised with the running statistics;
+    ``bypass``: BN skipped on every test batch (as the skipped training batches saw it);
+    ``selected``: test batches of the training batch size (stored order, the last one partial)
+    are scored and thresholded like the training batches; only those above the training threshold
+    are normalised (only for ``selection="score"`` methods).
+    """
+    out = {"running": evaluate(model, x_test, y_test, cfg.eval_batch_size)[0]}
+    with selective_bn(model, enabled=False):
+        out["bypass"] = evaluate(model, x_test, y_test, cfg.eval_batch_size)[0]
+    out["selected"], out["selected_frac_normalized"] = None, None
+    if METHODS[cfg.method].selection == "score" and threshold is not None:
+        b, n = cfg.batch_size, x_test.shape[0]
+        scores = score_batches(x_test, b, cfg.scorer).tolist() if n >= b else []
+        if n % b:
+            scores.append(float(get_scorer(cfg.scorer)(x_test[n - n % b:][None].double())[0]))
+        needs = np.asarray(scores) > threshold
+        correct = 0
+        model.eval()
+        with torch.no_grad():
+            for i, start in enumerate(range(0, n, b)):
+                with selective_bn(model, enabled=bool(needs[i])):
+                    correct += (model(x_test[start:start + b]).argmax(1) == y_test[start:start + b]).sum().item()
+        out["selected"], out["selected_frac_normalized"] = correct / n, float(needs.mean())
+    return out
+
+
 def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> dict:
     """Run one training run; return its JSON-serialisable result record.
 
@@ -313,6 +370,9 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
             break
     bar.close()
 
+    inference = {"running_stats_drift": _running_stat_drift(model, x_train[:1000]) if n_bn_layers else None}
+    if any(True for _ in selective_layers(model)):
+        inference.update(_inference_policies(model, cfg, x_test, y_test, sel_info.get("threshold")))
     n_on = int(np.sum(steps["bn_on"]))
     n_steps = len(steps["loss"])
     counts = bn_counts(model)
@@ -329,6 +389,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
         "epochs": epochs,
         "steps": steps,
         "probe": probe.record(),
+        "inference": inference,
         "bn": {**counts, "batches_normalized": n_on if n_bn_layers else 0,
                "batches_skipped": (n_steps - n_on) if n_bn_layers else 0,
                "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},

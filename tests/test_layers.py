@@ -75,8 +75,7 @@ def test_enabled_is_bitwise_identical_to_torch(ref_cls, sel_cls, shape, opts):
     x = torch.randn(shape, generator=gen)
     g = torch.randn(shape, generator=gen)
     y1, gx1 = _step(ref, x, g)
-    with selective_bn(sel, enabled=False):  # eval ignores the switch
-        y2, gx2 = _step(sel, x, g)
+    y2, gx2 = _step(sel, x, g)  # eval, switch at its default (on): plain BN eval
     assert torch.equal(y1, y2) and torch.equal(gx1, gx2)
     _assert_same_params_and_buffers(ref, sel)
     assert sel.n_normalized == 3 and sel.n_skipped == 0
@@ -127,6 +126,20 @@ def test_frozen_skip_uses_running_stats_without_updating(sel_cls, shape):
     sel.eval()
     assert torch.equal(y, sel(x))
     y.sum().backward() if y.requires_grad else None
+
+
+def test_eval_with_the_switch_off_applies_the_skip_mode():
+    torch.manual_seed(0)
+    ident, frozen = SelectiveBatchNorm2d(3), SelectiveBatchNorm2d(3, skip_mode="frozen")
+    for m in (ident, frozen):
+        m(torch.randn(4, 3, 5, 5) * 2 + 1)
+        m.eval()
+    x = torch.randn(2, 3, 5, 5)
+    normal = frozen(x)
+    with selective_bn(ident, enabled=False), selective_bn(frozen, enabled=False):
+        assert torch.equal(ident(x), x)
+        assert torch.equal(frozen(x), normal)
+    assert ident.n_skipped == 0 and frozen.n_skipped == 0  # eval batches are not counted
 
 
 def test_frozen_skip_gradients_reach_affine_parameters():

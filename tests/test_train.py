@@ -134,3 +134,22 @@ def test_shift_probe_records_checkpoints_without_changing_training(toy):
     assert plain["probe"] == {"step": [], "shift": []}
     none = train(_cfg(method="none", probe_points=3), dataset=toy)  # probes the empty norm slots too
     assert len(none["probe"]["shift"]) == 3
+
+
+def test_inference_policies_of_selective_bn(toy):
+    every = train(_cfg(method="sbn", threshold="rate", threshold_rate=1.0), dataset=toy)["inference"]
+    assert every["running"] == every["selected"]  # threshold -inf: every test batch normalised
+    assert every["selected_frac_normalized"] == 1.0
+    never = train(_cfg(method="sbn", threshold="rate", threshold_rate=0.0), dataset=toy)
+    inf = never["inference"]
+    assert inf["selected"] == inf["bypass"] and inf["selected_frac_normalized"] == 0.0
+    assert inf["running"] == never["final_test_acc"]
+    assert train(_cfg(method="random"), dataset=toy)["inference"]["selected"] is None
+    assert set(train(_cfg(method="bn"), dataset=toy)["inference"]) == {"running_stats_drift"}
+    assert train(_cfg(method="gn"), dataset=toy)["inference"]["running_stats_drift"] is None
+
+
+def test_running_stats_drift_is_small_for_bn_and_large_when_bn_never_updates_them(toy):
+    bn = train(_cfg(method="bn", epochs=3), dataset=toy)["inference"]["running_stats_drift"]
+    never = train(_cfg(method="sbn", threshold="rate", threshold_rate=0.0), dataset=toy)
+    assert 0 < bn < never["inference"]["running_stats_drift"]
