@@ -65,6 +65,17 @@ def _mean_ci(values) -> tuple:
     return float(v.mean()), float(st.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
+def _batch_axis(ax, sizes):
+    """Log-2 x axis with the batch sizes themselves as tick labels."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(set(int(b) for b in sizes)))
+    ax.set_xticklabels([str(int(b)) for b in sorted(set(int(b) for b in sizes))])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("batch size")
+
+
 def _by_batch(ax, df, metric, methods, scale=1.0):
     for m in methods:
         sub = df[df.method == m]
@@ -75,8 +86,7 @@ def _by_batch(ax, df, metric, methods, scale=1.0):
         mean = np.array([a for a, _ in mc]) * scale
         half = np.array([h for _, h in mc]) * scale
         ax.errorbar(bs, mean, yerr=half, marker="o", ms=4, capsize=3, label=m, color=_color(m))
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
+    _batch_axis(ax, df.batch_size.unique())
     ax.grid(alpha=0.3)
 
 
@@ -143,9 +153,8 @@ def plot_frac_needs_bn(result: dict, path=None, title=None):
     bs = [r["batch_size"] for r in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     a1.plot(bs, [100 * r["frac_needs_bn"] for r in rows], marker="o")
-    a1.set_xscale("log", base=2)
+    _batch_axis(a1, bs)
     a1.set_ylim(0, 100)
-    a1.set_xlabel("batch size")
     a1.set_ylabel("batches that need BN (%)")
     a1.grid(alpha=0.3)
     a2.boxplot([r["scores"] for r in rows], tick_labels=[str(b) for b in bs], showfliers=False)
@@ -188,8 +197,9 @@ def plot_verdict_diffs(comparisons: dict, path=None, title=None):
         err = 100 * np.vstack([c["mean_diff"] - c["ci_low"], c["ci_high"] - c["mean_diff"]])
         ax.errorbar(c["batch_size"], y, yerr=err, marker="o", ms=4, capsize=3, label=name)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
+    sizes = sorted({int(b) for c in comparisons.values() for b in c["batch_size"]})
+    if sizes:
+        _batch_axis(ax, sizes)
     ax.set_ylabel("sbn - bn test accuracy (pp)")
     ax.grid(alpha=0.3)
     ax.legend(title="dataset")
