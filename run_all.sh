@@ -9,17 +9,18 @@ cd "$(dirname "$0")"
 usage() {
   cat <<'USAGE'
 usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
-                    [--data-root DIR] [--jobs N] [--output-dir DIR] [--allow-missing]
+                    [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
   --profile        smoke (minutes), cpu (default, about an hour on 2 cores), paper (full data; GPU or a long run)
   --datasets       which datasets (default: the paper's four; also mnist_fmnist_mix, the heterogeneity stress set)
   --data-root      where the datasets are (default: $SBN_DATA_ROOT, else ./data)
+  --download       fetch missing datasets through torchvision (needs internet)
   --jobs           parallel training processes (default 2)
   --output-dir     default outputs
   --allow-missing  exit 0 even if a dataset's files are missing (it is still reported as not run)
 USAGE
 }
 
-profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100"; jobs=2; out=outputs; allow_missing=0
+profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100"; jobs=2; out=outputs; allow_missing=0; download=0
 data_root="${SBN_DATA_ROOT:-}"
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --jobs) need "$1" "${2:-}"; jobs="$2"; shift 2 ;;
     --output-dir) need "$1" "${2:-}"; out="$2"; shift 2 ;;
     --allow-missing) allow_missing=1; shift ;;
+    --download) download=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -57,7 +59,8 @@ render() { "$venv_bin/jupyter" nbconvert --to html --log-level WARN "$1" >/dev/n
 for d in $datasets; do
   echo "== $d ($profile profile)"
   mkdir -p "$out/$d"
-  if ! msg=$("$python" -m sbnlib check-data --dataset "$d" 2>&1); then
+  dl=(); [ $download -eq 1 ] && dl=(--download)
+  if ! msg=$("$python" -m sbnlib check-data --dataset "$d" "${dl[@]}" 2>&1); then
     echo "   NOT RUN: $(echo "$msg" | head -n 1)"
     status_json "$out/$d" missing "$(echo "$msg" | grep -v '^warning' | sed 's/^error: //' | tr '\n' ' ')"
     missing+=("$d"); continue

@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-data", help="check that a dataset's files are present and readable")
     c.add_argument("--dataset", required=True, choices=dataset_names())
     c.add_argument("--data-root", default=None, help="data folder (default: $SBN_DATA_ROOT, else ./data)")
+    c.add_argument("--download", action="store_true", help="download missing files through torchvision")
 
     t = sub.add_parser("train", help="run one training run and write its result record")
     _data_args(t)
@@ -120,7 +121,7 @@ def _assess(args) -> int:
 def _check_data(args) -> int:
     from .data import load_dataset
 
-    ds = load_dataset(args.dataset, root=args.data_root)
+    ds = load_dataset(args.dataset, root=args.data_root, download=args.download)
     p = ds.provenance
     print(f"{args.dataset}: {p['n_train']} training and {p['n_test']} test images at {p['root']}/{p['layout']} "
           f"({p['status']})")

@@ -120,10 +120,13 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
     return Params(dataset, profile, sweep, data_root, out, jobs)
 
 
-def load(P: Params):
-    """The dataset at the sweep's subset sizes (the same arrays every run trains on)."""
-    return load_dataset(P.dataset, root=P.data_root, n_train=P.sweep["n_train"], n_test=P.sweep["n_test"],
-                        seed=P.sweep["data_seed"])
+def load(P: Params, download: bool = False):
+    """The dataset at the sweep's subset sizes (the same arrays every run trains on).
+
+    ``download=True`` fetches missing files through torchvision first (needs internet).
+    """
+    return load_dataset(P.dataset, root=P.data_root, download=bool(download), n_train=P.sweep["n_train"],
+                        n_test=P.sweep["n_test"], seed=P.sweep["data_seed"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,11 +38,12 @@ n_train = None           # None: the profile's training subset (the images the e
 scorer = "feature_std"   # see sbnlib.scoring.SCORERS
 threshold = "mean"       # mean | median | quantile | otsu | rate
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
+download = False         # True: fetch missing files through torchvision (needs internet)
 output_dir = "outputs"   # relative paths are relative to the repository root""", metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
 P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, n_train=n_train,
                       data_root=data_root, output_dir=output_dir)
-ds = ex.load(P)
+ds = ex.load(P, download=download)
 print(ds, "\\nprovenance:", ds.provenance["status"], "-", ds.provenance["note"])"""),
     new_markdown_cell("""\
 ## Scores, threshold and the fraction of batches that need BN
@@ -102,6 +103,7 @@ methods = None           # must include "bn" and "sbn"; None: the profile's
 n_train = None
 n_test = None
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
+download = False         # True: fetch missing files through torchvision (needs internet)
 output_dir = "outputs"   # relative paths are relative to the repository root
 jobs = 1                 # worker processes (each run uses one thread, so results do not depend on jobs)""",
                   metadata={"tags": ["parameters"]}),
@@ -109,7 +111,7 @@ jobs = 1                 # worker processes (each run uses one thread, so result
 P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,
                       methods=methods, n_train=n_train, n_test=n_test, data_root=data_root,
                       output_dir=output_dir, jobs=jobs)
-ds = ex.load(P)
+ds = ex.load(P, download=download)
 print(ds, "\\nprovenance:", ds.provenance["status"], "-", ds.provenance["note"])
 for w in ds.provenance["warnings"]:
     print("WARNING:", w)
