@@ -36,8 +36,21 @@ def _repo_path(p) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p)
 
 
+def _split(value):
+    """A list given as text (``papermill -p batch_sizes "[2, 4, 8]"`` or ``"2 4 8"``) -> its items."""
+    if isinstance(value, str):
+        items = [v for v in value.strip().strip("[]()").replace(",", " ").split() if v]
+        return [v.strip("'\"") for v in items]
+    return value
+
+
 def _check_int_list(name, values, lo=1) -> List[int]:
-    if isinstance(values, (int, str)) and not isinstance(values, bool):
+    values = _split(values)
+    if isinstance(values, str):
+        values = [values]
+    if isinstance(values, list):
+        values = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in values]
+    if isinstance(values, int) and not isinstance(values, bool):
         values = [values]
     try:
         values = list(values)
@@ -82,6 +95,8 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
         raise ParameterError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     if batch_sizes is not None:
         batch_sizes = _check_int_list("batch_sizes", batch_sizes)
+    if isinstance(seeds, str) and seeds.strip().isdigit():
+        seeds = int(seeds)
     if seeds is not None and not isinstance(seeds, int):
         seeds = _check_int_list("seeds", seeds, lo=0)
     if seeds is not None and isinstance(seeds, int) and (isinstance(seeds, bool) or seeds < 1):
@@ -89,7 +104,7 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ParameterError(f"epochs must be an integer >= 1, got {epochs!r}")
     if methods is not None:
-        methods = [methods] if isinstance(methods, str) else list(methods)
+        methods = list(_split(methods))
         bad = [m for m in methods if m not in METHODS]
         if bad:
             raise ParameterError(f"unknown method {bad[0]!r}; choose from {sorted(METHODS)}")
@@ -196,6 +211,8 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
     verdicts = pd.DataFrame({"dataset": P.dataset, "batch_size": acc["accuracy"].index,
                              "C1": acc["accuracy"]["C1 vs bn"].values,
                              "C2": [c2.get(b, "inconclusive") for b in acc["accuracy"].index]})
+    if "C1 vs random" in acc["accuracy"]:  # the control: is it heterogeneity that matters?
+        verdicts["sbn vs random"] = acc["accuracy"]["C1 vs random"].values
     diverged = df[df.diverged].groupby("method").size().to_dict()
     notes = (f"Cells: final test accuracy (%) mean ± std over {df.seed.nunique()} paired seeds. "
              "Differences in percentage points with a 95% bootstrap CI; p-values Holm-adjusted across batch sizes. "
@@ -211,6 +228,14 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
                                                 f"{P.dataset}: stability metrics, mean over seeds", prov),
         "verdicts": report.write_table(verdicts.set_index("batch_size"), out, "verdicts", f"{P.dataset}: verdicts", prov),
     }
+    inference = report.inference_table(df)
+    if len(inference):
+        files["inference"] = report.write_table(
+            inference, out, "inference", f"{P.dataset}: train/test consistency of selective BN", prov,
+            "Test accuracy of the trained networks under three inference policies (standard eval with running "
+            "statistics; test batches of the training batch size scored and normalised only above the training "
+            "threshold; BN bypassed), and the drift of BN's running statistics from the statistics of the "
+            "inputs they normalise at inference (0 = exact). Means over seeds.")
     acc["comparisons"].to_csv(out / "comparisons_accuracy.csv", index=False)
     stab["comparisons"].to_csv(out / "comparisons_stability.csv", index=False)
     df.to_csv(out / "runs.csv", index=False)
@@ -227,6 +252,7 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
                         training_time_s=round(run_time, 1), runs=len(results), profile=P.profile,
                         parameters=P.sweep)
     return {"accuracy": acc["accuracy"], "stability": stab["verdicts"], "stability_metrics": stab["summary"],
+            "inference": inference,
             "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}
 
 
@@ -238,7 +264,8 @@ def summary(datasets, output_dir="outputs"):
         statuses[d] = report.read_status(out / d)
         v = out / d / "verdicts.csv"
         if statuses[d]["status"] == "ok" and v.exists():
-            frames.append(pd.read_csv(v, comment="#")[["dataset", "batch_size", "C1", "C2"]])
+            f = pd.read_csv(v, comment="#")
+            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c == "sbn vs random"]])
     verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
     ran = {d: st for d, st in statuses.items() if st["status"] == "ok"}
     prov = {"profiles": ", ".join(sorted({str(st.get("profile")) for st in ran.values()})) or "none",

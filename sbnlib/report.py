@@ -19,7 +19,7 @@ import pandas as pd
 from . import stats
 from .io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "git_commit", "library_versions", "make_provenance",
+__all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "inference_table", "git_commit", "library_versions", "make_provenance",
            "markdown_table", "write_table", "accuracy_tables", "stability_tables", "c2_verdicts",
            "write_status", "read_status", "write_report"]
 
@@ -177,6 +177,29 @@ def stability_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", 
             "verdicts": pd.concat([counts, table, pvals], axis=1)}
 
 
+INFERENCE_COLUMNS = {
+    "acc_running": "test acc, standard eval (%)",
+    "acc_selected": "test acc, test batches scored and selected (%)",
+    "acc_bypass": "test acc, BN bypassed at test (%)",
+    "running_stats_drift": "running-stats drift",
+}
+
+
+def inference_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Train/test consistency: one row per (batch size, method), the mean over seeds of each
+    inference policy's test accuracy and of the running-statistics drift (n/a where it does not
+    apply: a plain-BN network has one inference policy)."""
+    cols = [c for c in INFERENCE_COLUMNS if c in df.columns and df[c].notna().any()]
+    if not cols:
+        return pd.DataFrame()
+    sub = df[df[cols].notna().any(axis=1)]
+    t = sub.groupby(["batch_size", "method"])[cols].mean()
+    for c in cols:
+        if c.startswith("acc_"):
+            t[c] = (100 * t[c]).round(2)
+    return t.rename(columns=INFERENCE_COLUMNS)
+
+
 def c2_verdicts(df: pd.DataFrame, stability_comparisons: pd.DataFrame, treatment="sbn", baseline="bn") -> pd.Series:
     """C2 verdict per batch size from the stability comparisons (rule: :data:`C2_RULE`)."""
     counts = df.groupby(["batch_size", "method"])["bn_transformations"].mean().unstack("method")
@@ -226,7 +249,7 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
         if st["status"] != "ok":
             continue
         parts += [f"## {d}", ""]
-        for name in ("accuracy", "stability"):
+        for name in ("accuracy", "stability", "inference"):
             md = root / d / f"{name}.md"
             if md.exists():
                 parts += [md.read_text().replace("## ", "### ", 1), ""]

@@ -272,7 +272,8 @@ def run_metrics(result: dict) -> dict:
     (mean of ``probe.shift``; NaN if the probe is absent, empty or has a non-finite value),
     ``bn_transformations`` (``bn.layer_batches_normalized``: layer x batch normalisations
     performed), ``frac_normalized`` (``bn.frac_normalized``), ``diverged`` (``status ==
-    "diverged"``).
+    "diverged"``); from ``inference`` (NaN where absent): ``acc_running``, ``acc_bypass``,
+    ``acc_selected`` (test accuracy under each inference policy) and ``running_stats_drift``.
 
     For a diverged run the step metrics (``loss_volatility``, ``grad_norm_cv``, ``ics_shift``) are
     NaN (they would describe a truncated run ending in NaN/inf); ``final_test_acc`` and the BN
@@ -291,6 +292,12 @@ def run_metrics(result: dict) -> dict:
         "frac_normalized": float(bn["frac_normalized"]),
         "diverged": bool(diverged),
     }
+    # inference policies of selective BN and running-statistics drift (absent in older records)
+    inference = result.get("inference") or {}
+    for key, col in (("running", "acc_running"), ("bypass", "acc_bypass"), ("selected", "acc_selected"),
+                     ("running_stats_drift", "running_stats_drift")):
+        v = inference.get(key)
+        row[col] = _NAN if v is None else float(v)
     return row
 
 

@@ -159,6 +159,17 @@ display(out["stability_metrics"])"""),
 display(Image(str(P.out / "loss_curves.png")))
 display(Image(str(P.out / "stability.png")))"""),
     new_markdown_cell("""\
+## Train/test consistency of selective BN
+
+A network trained with BN skipped on some batches is evaluated here under three inference
+policies: standard eval (every test batch normalised with BN's running statistics, which selective
+BN gathered only from the batches it normalised), test batches of the training batch size scored
+and normalised only when above the training threshold, and BN bypassed on every test batch. The
+running-statistics drift says how far those statistics are from the statistics of the inputs they
+normalise at inference (0 = exact; compare `bn`)."""),
+    new_code_cell("""\
+display(out["inference"]) if len(out["inference"]) else print("no run of this sweep recorded inference policies")"""),
+    new_markdown_cell("""\
 ## Verdicts for this dataset
 
 C1 and C2 per batch size, computed from the tables above by the stated rules. These feed the

@@ -83,3 +83,22 @@ def test_status_round_trip_and_unreadable(tmp_path):
     assert report.read_status(tmp_path) == {"status": "failed", "reason": "boom", "runs": 3}
     (tmp_path / "status.json").write_text("{not json")
     assert report.read_status(tmp_path)["status"] == "failed"
+
+
+def test_inference_table_rows_per_batch_and_method():
+    df = pd.DataFrame([
+        {"batch_size": 4, "method": "bn", "acc_running": np.nan, "acc_bypass": np.nan, "acc_selected": np.nan,
+         "running_stats_drift": 0.1},
+        {"batch_size": 4, "method": "sbn", "acc_running": 0.5, "acc_bypass": 0.25, "acc_selected": 0.75,
+         "running_stats_drift": 1.0},
+        {"batch_size": 4, "method": "sbn", "acc_running": 0.7, "acc_bypass": 0.35, "acc_selected": 0.85,
+         "running_stats_drift": 2.0},
+        {"batch_size": 4, "method": "gn", "acc_running": np.nan, "acc_bypass": np.nan, "acc_selected": np.nan,
+         "running_stats_drift": np.nan},
+    ])
+    t = report.inference_table(df)
+    assert list(t.index) == [(4, "bn"), (4, "sbn")]  # gn has nothing to report
+    row = t.loc[(4, "sbn")]
+    assert row["test acc, standard eval (%)"] == 60.0 and row["running-stats drift"] == 1.5
+    assert report.inference_table(df.drop(columns=["acc_running", "acc_bypass", "acc_selected",
+                                                   "running_stats_drift"])).empty
