@@ -362,7 +362,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
             "train_acc": correct / n_seen,
             "test_acc": test_acc,
             "test_loss": test_loss,
-            "frac_normalized": float(np.mean(needs_bn)),
+            "frac_normalized": float(np.mean(needs_bn)) if n_bn_layers else 0.0,
             **sel_info,
         })
         bar.set_postfix(test_acc=f"{test_acc:.3f}")
