@@ -10,6 +10,7 @@ usage() {
   cat <<'USAGE'
 usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
+                    [--ablation-dataset NAME | --no-ablation]
   --profile        smoke (minutes), cpu (default, about an hour on 2 cores), paper (full data; GPU or a long run)
   --datasets       which datasets (default: the paper's four; also mnist_fmnist_mix, the heterogeneity stress set)
   --data-root      where the datasets are (default: $SBN_DATA_ROOT, else ./data)
@@ -17,10 +18,12 @@ usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist
   --jobs           parallel training processes (default 2)
   --output-dir     default outputs
   --allow-missing  exit 0 even if a dataset's files are missing (it is still reported as not run)
+  --ablation-dataset  dataset of notebooks/ablation.ipynb (default fashion_mnist; it runs if that dataset ran)
+  --no-ablation    skip the ablation notebook
 USAGE
 }
 
-profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100"; jobs=2; out=outputs; allow_missing=0; download=0
+profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100"; jobs=2; out=outputs; allow_missing=0; download=0; ablation=fashion_mnist
 data_root="${SBN_DATA_ROOT:-}"
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -32,6 +35,8 @@ while [ $# -gt 0 ]; do
     --output-dir) need "$1" "${2:-}"; out="$2"; shift 2 ;;
     --allow-missing) allow_missing=1; shift ;;
     --download) download=1; shift ;;
+    --ablation-dataset) need "$1" "${2:-}"; ablation="$2"; shift 2 ;;
+    --no-ablation) ablation=""; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -43,6 +48,8 @@ for d in $datasets; do
     *) echo "error: unknown dataset '$d'; choose from mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix" >&2; exit 2 ;; esac
 done
 [ -n "${datasets// /}" ] || { echo "error: --datasets is empty" >&2; exit 2; }
+case "$ablation" in ""|mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
+  *) echo "error: unknown --ablation-dataset '$ablation'" >&2; exit 2 ;; esac
 
 python=$(scripts/bootstrap.sh) || { echo "error: could not set up the virtual environment" >&2; exit 2; }
 venv_bin=$(dirname "$python")
@@ -54,6 +61,13 @@ pm_root=(); [ -n "$data_root" ] && pm_root=(-p data_root "$(cd "$data_root" 2>/d
 start=$(date +%s)
 failed=(); missing=(); done_ok=()
 status_json() { "$python" -c 'import sys; from sbnlib.report import write_status; write_status(sys.argv[1], sys.argv[2], sys.argv[3])' "$@"; }
+run_nb() {  # run_nb NOTEBOOK DATASET [papermill args...]: execute into $out/DATASET/, progress to the console
+  local nb=$1 d=$2; shift 2
+  "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
+       -p output_dir "$out" "${pm_root[@]}" "$@" --log-output --no-progress-bar 2>&1 \
+    | tee "$out/$d/$nb.log" | grep --line-buffered -E "runs\): +[0-9]+%" | sed -u 's/^/      /'
+  return "${PIPESTATUS[0]}"
+}
 render() { "$venv_bin/jupyter" nbconvert --to html --log-level WARN "$1" >/dev/null 2>&1 || echo "  (HTML rendering of $1 failed)"; }
 
 for d in $datasets; do
@@ -70,11 +84,7 @@ for d in $datasets; do
   for nb in feasibility experiment; do
     echo "   -> $nb.ipynb"
     extra=(); [ "$nb" = experiment ] && extra=(-p jobs "$jobs")
-    # the full cell output goes to the log; the console shows the sweep's progress lines (with ETA)
-    "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
-         -p output_dir "$out" "${pm_root[@]}" "${extra[@]}" --log-output --no-progress-bar 2>&1 \
-      | tee "$out/$d/$nb.log" | grep --line-buffered -E "runs\): +[0-9]+%" | sed -u 's/^/      /'
-    if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    if ! run_nb "$nb" "$d" "${extra[@]}"; then
       echo "   FAILED: $nb (log: $out/$d/$nb.log)"; tail -n 5 "$out/$d/$nb.log" | sed 's/^/     /'
       status_json "$out/$d" failed "$nb.ipynb failed; see $d/$nb.log"
       ok=0; break
@@ -84,6 +94,19 @@ for d in $datasets; do
   done
   if [ $ok -eq 1 ]; then done_ok+=("$d"); else failed+=("$d"); fi
 done
+
+if [ -n "$ablation" ]; then
+  if [[ " ${done_ok[*]} " == *" $ablation "* ]]; then
+    echo "== ablation on $ablation"
+    if run_nb ablation "$ablation" -p jobs "$jobs"; then
+      render "$out/$ablation/ablation.ipynb"
+    else
+      echo "   FAILED: ablation (log: $out/$ablation/ablation.log)"; failed+=("ablation")
+    fi
+  else
+    echo "== ablation on $ablation: NOT RUN ($ablation did not run)"
+  fi
+fi
 
 echo "== summary"
 if "$venv_bin/papermill" notebooks/summary.ipynb "$out/summary.ipynb" -p datasets "$datasets" -p output_dir "$out" \

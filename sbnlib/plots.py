@@ -206,3 +206,36 @@ def plot_verdict_diffs(comparisons: dict, path=None, title=None):
     ax.set_title(title or "Selective BN minus BN, per dataset (mean, 95% bootstrap CI)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_ablation(df, path=None, title=None):
+    """Per batch size: accuracy against the fraction of batches normalised, for the rate sweep of
+    heterogeneity-selected batches, the random control at the same rates, and every scorer /
+    threshold pair (one marker each). Means and 95% CIs over seeds."""
+    sizes = sorted(df.batch_size.unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.0 * len(sizes), 4.2), squeeze=False)
+    markers = "osD^v<>P*X"
+    for ax, b in zip(axes.flat, sizes):
+        sub = df[df.batch_size == b]
+        for method, color, label in (("sbn", _color("sbn"), "heterogeneity, rate sweep"),
+                                     ("random", _color("random"), "random control, same rates")):
+            rs = sub[(sub.threshold == "rate") & (sub.method == method)]
+            pts = [(g.frac_normalized.mean(), *_mean_ci(g.final_test_acc)) for _, g in rs.groupby("threshold_rate")]
+            if pts:
+                x, y, h = map(np.array, zip(*pts))
+                ax.errorbar(x, 100 * y, yerr=100 * h, color=color, marker="o", ms=4, capsize=3, label=label)
+        grid = sub[sub.threshold != "rate"]
+        for i, (scorer, g_s) in enumerate(grid.groupby("scorer")):
+            for strategy, g in g_s.groupby("threshold"):
+                m, h = _mean_ci(g.final_test_acc)
+                ax.errorbar(g.frac_normalized.mean(), 100 * m, yerr=100 * h, marker=markers[i % len(markers)],
+                            ls="none", ms=6, capsize=2, alpha=0.8, label=f"{scorer} / {strategy}")
+        ax.set_title(f"batch size {b}", fontsize=10)
+        ax.set_xlabel("fraction of training batches normalised")
+        ax.set_xlim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("final test accuracy (%)")
+    axes.flat[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "Accuracy vs fraction of batches normalised")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -24,7 +24,8 @@ from typing import Iterable, List, Optional, Sequence
 
 from .train import METHODS, TrainConfig, config_hash
 
-__all__ = ["PROFILES", "THREADS_PER_RUN", "profile_params", "experiment_configs", "run_configs",
+__all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "ablation_configs",
+           "run_configs",
            "result_path", "load_result"]
 
 THREADS_PER_RUN = 1
@@ -95,6 +96,45 @@ def experiment_configs(dataset: str, params: dict) -> List[TrainConfig]:
         for m in methods for b in batch_sizes for s in _seed_list(params["seeds"])
     ]
     return configs
+
+
+# The ablation (notebooks/ablation.ipynb): every scorer x threshold strategy, and a sweep of the
+# "rate" strategy from 0 to 1 with the random control at the same rates, at a few small batches.
+ABLATION = {
+    "smoke": dict(batch_sizes=[4], seeds=2, rates=[0.0, 0.5, 1.0], strategies=["mean", "otsu"],
+                  scorers=["feature_std", "norm_cv"]),
+    "cpu": dict(batch_sizes=[2, 4, 8], seeds=5, rates=[0.0, 0.25, 0.5, 0.75, 1.0],
+                strategies=["mean", "median", "otsu", "quantile"], scorers=None),
+    "paper": dict(batch_sizes=[2, 4, 8, 16], seeds=10, rates=[0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
+                  strategies=["mean", "median", "otsu", "quantile"], scorers=None),
+}
+ABLATION_QUANTILE = 0.75  # the "quantile" strategy's q in the grid: normalise the top quarter
+
+
+def ablation_configs(dataset: str, params: dict, batch_sizes, seeds, scorers, strategies, rates) -> List[TrainConfig]:
+    """The ablation grid: ``sbn`` for every scorer x strategy; ``sbn`` (default scorer) and
+    ``random`` with ``threshold="rate"`` at every rate; all at every batch size and seed."""
+    from .scoring import SCORERS
+    from .threshold import STRATEGIES
+
+    scorers = sorted(SCORERS) if scorers is None else list(scorers)
+    bad = [s for s in scorers if s not in SCORERS] + [t for t in strategies if t not in STRATEGIES or t == "rate"]
+    if bad:
+        raise ValueError(f"unknown scorer or grid strategy {bad[0]!r}; scorers: {sorted(SCORERS)}, "
+                         f"strategies: {[t for t in STRATEGIES if t != 'rate']}")
+    for r in rates:
+        if not (isinstance(r, (int, float)) and 0.0 <= r <= 1.0):
+            raise ValueError(f"rates must lie in [0, 1], got {r!r}")
+    base = dict(params, methods=["sbn"], batch_sizes=list(batch_sizes), seeds=seeds)
+    out: List[TrainConfig] = []
+    for scorer in scorers:
+        for strategy in strategies:
+            q = ABLATION_QUANTILE if strategy == "quantile" else None
+            out += experiment_configs(dataset, dict(base, scorer=scorer, threshold=strategy, threshold_q=q))
+    for method in ("sbn", "random"):
+        for r in rates:
+            out += experiment_configs(dataset, dict(base, methods=[method], threshold="rate", threshold_rate=float(r)))
+    return out
 
 
 def result_path(runs_dir, cfg: TrainConfig) -> Path:
@@ -181,4 +221,6 @@ def iter_results(results: Iterable[dict]):
     for r in results:
         c = r["config"]
         yield {"dataset": c["dataset"], "method": c["method"], "batch_size": c["batch_size"],
-               "seed": c["seed"], "status": r["status"], "wall_time_s": r["wall_time_s"], **run_metrics(r)}
+               "seed": c["seed"], "scorer": c["scorer"], "threshold": c["threshold"],
+               "threshold_q": c["threshold_q"], "threshold_rate": c["threshold_rate"],
+               "status": r["status"], "wall_time_s": r["wall_time_s"], **run_metrics(r)}

@@ -221,6 +221,55 @@ print("report written to", report_path)"""),
 ]
 
 
+ABLATION = [
+    new_markdown_cell("""\
+# Ablation: is it heterogeneity that matters?
+
+On one dataset and a few small batch sizes, selective BN is trained with every scorer and every
+threshold strategy, and with the `rate` strategy swept from 0 (never normalise) to 1 (always, which
+is traditional BN). The **random control** normalises the same number of batches, chosen at random
+(same seeds). If the heterogeneity criterion is what helps, the heterogeneity curve lies above the
+random curve at the same fraction of batches normalised."""),
+    new_code_cell("""\
+dataset = "fashion_mnist"
+profile = "cpu"          # smoke | cpu | paper (the ablation grid of sbnlib.sweep.ABLATION[profile])
+batch_sizes = None       # None: the profile's ablation batch sizes
+seeds = None             # None: the profile's ablation seed count
+scorers = None           # None: every registered scorer
+strategies = None        # None: the profile's grid strategies (mean, median, otsu, quantile)
+rates = None             # None: the profile's rate sweep
+n_train = None
+n_test = None
+data_root = None         # None: $SBN_DATA_ROOT, else ./data
+output_dir = "outputs"   # relative paths are relative to the repository root
+jobs = 1""", metadata={"tags": ["parameters"]}),
+    new_code_cell(SETUP + """
+P = ex.resolve_params(dataset, profile, n_train=n_train, n_test=n_test, data_root=data_root,
+                      output_dir=output_dir, jobs=jobs)
+ds = ex.load(P)
+print(ds, "\\nprovenance:", ds.provenance["status"])"""),
+    new_markdown_cell("## Training the grid"),
+    new_code_cell("""\
+out = ex.ablation(P, ds, batch_sizes=batch_sizes, seeds=seeds, scorers=scorers, strategies=strategies, rates=rates)"""),
+    new_markdown_cell("""\
+## Accuracy against the fraction of batches normalised
+
+One panel per batch size. Orange: batches normalised in order of heterogeneity (`rate` sweep);
+grey: the same number of batches chosen at random; markers: each scorer / threshold strategy, at
+the fraction of batches it normalised. Means with 95% confidence intervals over seeds."""),
+    new_code_cell("""display(Image(str(P.out / "ablation.png")))"""),
+    new_markdown_cell("""\
+## Every selection, and heterogeneity vs random at the same rate
+
+The first table lists each batch selection with the fraction of batches it normalised and its test
+accuracy (%). The second compares, at each rate, heterogeneity-selected batches against random
+ones with the paired tests and the verdict rule of the experiment notebook."""),
+    new_code_cell("""\
+display(out["table"])
+display(out["vs_random"])"""),
+]
+
+
 def _notebook(cells):
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -230,7 +279,8 @@ def _notebook(cells):
     return nb
 
 
-NOTEBOOKS = {"feasibility.ipynb": FEASIBILITY, "experiment.ipynb": EXPERIMENT, "summary.ipynb": SUMMARY}
+NOTEBOOKS = {"feasibility.ipynb": FEASIBILITY, "experiment.ipynb": EXPERIMENT, "ablation.ipynb": ABLATION,
+             "summary.ipynb": SUMMARY}
 
 
 def main(check: bool = False) -> int:

@@ -59,6 +59,21 @@ def test_feasibility_experiment_and_summary_on_cifar100_fixture(tmp_path):
 
 
 @pytest.mark.slow
+def test_ablation_notebook_on_cifar100_fixture(tmp_path):
+    data = tmp_path / "data"
+    make_cifar100_layout(data, n_train=200, n_test=100)
+    out = tmp_path / "outputs"
+    _run("ablation", tmp_path, dataset="cifar100", profile="smoke", data_root=str(data), output_dir=str(out),
+         n_train=96, n_test=64, scorers=["feature_std"], strategies=["mean"], rates=[0.0, 1.0])
+    d = out / "cifar100"
+    assert (d / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    table = (d / "ablation.md").read_text()
+    for sel in ("feature_std / mean", "rate 0 ", "rate 1 ", "random, rate 0 ", "random, rate 1 "):
+        assert f"| {sel.strip()} |" in table, sel
+    assert len(list((d / "runs").glob("*.json"))) == 2 * (1 + 2 + 2)  # seeds x (grid + sbn rates + random rates)
+
+
+@pytest.mark.slow
 def test_experiment_on_shared_mnist_resumes_with_same_numbers(shared_data, tmp_path):
     params = dict(dataset="mnist", data_root=str(shared_data), output_dir=str(tmp_path / "o"), **TINY)
     _run("experiment", tmp_path, **params)

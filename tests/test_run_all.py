@@ -16,6 +16,7 @@ from .conftest import REPO
         (["--frobnicate"], "unknown option '--frobnicate'"),
         (["--datasets", ""], "--datasets needs a value"),
         (["--datasets", "  "], "--datasets is empty"),
+        (["--ablation-dataset", "svhn"], "unknown --ablation-dataset 'svhn'"),
     ],
 )
 def test_bad_options(args, message, tmp_path):
