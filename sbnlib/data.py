@@ -177,6 +177,7 @@ class Dataset:
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
     provenance: dict
+    domain_train: Optional[torch.Tensor] = None  # source of each training sample, for derived mixes
 
     @property
     def num_classes(self) -> int:
@@ -707,7 +708,8 @@ def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download
     for w in warns:
         warnings.warn(w, DataWarning, stacklevel=2)
     return Dataset(name=spec.name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                   classes=classes, mean=mean, std=std, provenance=provenance)
+                   classes=classes, mean=mean, std=std, provenance=provenance,
+                   domain_train=torch.from_numpy((y_tr // 10).astype(np.int64)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,4 +780,5 @@ def mnist_fmnist_mix(root=None, download=False, n_train=None, n_test=None, seed=
     classes = [f"digit {c.split(' - ')[0]}" for c in parts[0].classes] + list(parts[1].classes)
     return Dataset(name="mnist_fmnist_mix", x_train=x_train, y_train=torch.from_numpy(y_tr.astype(np.int64)),
                    x_test=torch.from_numpy(np.ascontiguousarray(x_te)), y_test=torch.from_numpy(y_te.astype(np.int64)),
-                   classes=classes, mean=mean, std=std, provenance=provenance)
+                   classes=classes, mean=mean, std=std, provenance=provenance,
+                   domain_train=torch.from_numpy((y_tr // 10).astype(np.int64)))

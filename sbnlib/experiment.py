@@ -174,6 +174,17 @@ def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
                                       title=f"{P.dataset}: batch heterogeneity ({scorer}, threshold {threshold})"),
         "frac": plot_frac_needs_bn(res, out / "feasibility_fraction.png", title=f"{P.dataset}: which batches need BN"),
     }
+    if ds.domain_train is not None:  # a known mix of sources: does the scorer find the mixed batches?
+        from .assess import domain_auroc
+
+        auroc = pd.DataFrame([domain_auroc(x, ds.domain_train, b, scorer, n_batches=500)
+                              for b in P.sweep["batch_sizes"] if b >= 2]).set_index("batch_size")
+        report.write_table(auroc, out, "feasibility_auroc",
+                           f"{P.dataset}: does the scorer rank mixed batches above pure ones?", prov,
+                           "AUROC of the batch score for 500 batches drawn half from each source against 500 "
+                           "batches drawn from one source (0.5 = chance, 1 = perfect ranking).")
+        res["domain_auroc"] = auroc.reset_index().to_dict(orient="records")
+        atomic_write_json(out / "feasibility.json", res)
     sizes = [r["batch_size"] for r in res["batch_sizes"]]
     i = min(range(len(sizes)), key=lambda j: abs(sizes[j] - 8))  # the batch size closest to 8
     plan = make_batch_plan(x.shape[0], sizes[i], seed=0)
@@ -282,6 +293,12 @@ def summary(datasets, output_dir="outputs"):
                  if (out / d / "comparisons_accuracy.csv").exists() and statuses[d]["status"] == "ok"}
         plot_verdict_diffs(comps, out / "summary_accuracy_diff.png")
         figs.append("summary_accuracy_diff.png")
+        from .plots import plot_bn_vs_gn
+
+        runs = {d: pd.read_csv(out / d / "runs.csv") for d in datasets
+                if statuses[d]["status"] == "ok" and (out / d / "runs.csv").exists()}
+        if plot_bn_vs_gn(runs, out / "sanity_bn_vs_gn.png") is not None:
+            figs.append("sanity_bn_vs_gn.png")
     path = report.write_report(out, datasets, verdicts, figs, prov)
     return verdicts, statuses, path
 

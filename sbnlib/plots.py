@@ -239,3 +239,20 @@ def plot_ablation(df, path=None, title=None):
     fig.suptitle(title or "Accuracy vs fraction of batches normalised")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_bn_vs_gn(frames: dict, path=None, title=None):
+    """Sanity reference (Wu & He, 2018): BN's accuracy should fall as batches shrink while
+    GroupNorm's stays flat. One panel per dataset with ``bn`` and ``gn`` runs (mean, 95% CI)."""
+    names = [d for d, df in frames.items() if {"bn", "gn"} <= set(df.method)]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
+    for ax, d in zip(axes.flat, names):
+        _by_batch(ax, frames[d], "final_test_acc", ["bn", "gn"], scale=100)
+        ax.set_title(d, fontsize=10)
+    axes.flat[0].set_ylabel("final test accuracy (%)")
+    axes.flat[0].legend(title="method")
+    fig.suptitle(title or "Sanity reference: BN vs GroupNorm across batch sizes")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -73,6 +73,17 @@ threshold (red)."""),
 Each row is one batch (up to 8 of its images), its score at the left. The top rows are the batches
 that selective BN normalises with most certainty, the bottom rows those that skip BN."""),
     new_code_cell("""display(Image(str(P.out / "feasibility_examples.png")))"""),
+    new_markdown_cell("""\
+## Ground truth, where it exists
+
+For a dataset built as a mix of sources (`mnist_fmnist_mix`: MNIST digits and Fashion-MNIST items),
+we know which batches are truly mixed. The AUROC says how well the scorer ranks batches drawn half
+from each source above batches drawn from one source (0.5 = chance, 1 = perfect)."""),
+    new_code_cell("""\
+if "domain_auroc" in result:
+    display(pd.DataFrame(result["domain_auroc"]).set_index("batch_size"))
+else:
+    print(f"{dataset} has no known mix of sources; nothing to check")"""),
 ]
 
 EXPERIMENT = [

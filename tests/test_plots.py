@@ -34,3 +34,11 @@ def test_score_histograms_and_examples(tmp_path):
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels == ["most\n5.000", "most\n4.000", "least\n0.000", "least\n1.000"]
     assert (tmp_path / "e.png").exists()
+
+
+def test_bn_vs_gn_sanity_figure_only_where_both_ran(tmp_path):
+    df = _df()
+    assert plots.plot_bn_vs_gn({"a": df}, tmp_path / "x.png") is None  # no gn runs
+    gn = df[df.method == "bn"].assign(method="gn")
+    fig = plots.plot_bn_vs_gn({"a": pd.concat([df, gn]), "b": df}, tmp_path / "g.png")
+    assert [ax.get_title() for ax in fig.axes] == ["a"] and (tmp_path / "g.png").exists()

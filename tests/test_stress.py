@@ -30,6 +30,7 @@ def test_mix_concatenates_both_domains_with_shifted_labels(two_domains):
     assert ds.y_train[:40].tolist() == m["train-labels-idx1-ubyte"].tolist()
     assert ds.y_train[40:].tolist() == (f["train-labels-idx1-ubyte"].astype(int) + 10).tolist()
     assert ds.classes[0] == "digit 0" and ds.classes[10] == "T-shirt/top"
+    assert torch.equal(ds.domain_train, ds.y_train // 10)
     prov = ds.provenance
     assert any(k.startswith("MNIST/") for k in prov["files"]) and any(k.startswith("FashionMNIST/") for k in prov["files"])
     pix = ds.x_train.double() / 255
