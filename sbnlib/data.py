@@ -708,8 +708,7 @@ def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download
     for w in warns:
         warnings.warn(w, DataWarning, stacklevel=2)
     return Dataset(name=spec.name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                   classes=classes, mean=mean, std=std, provenance=provenance,
-                   domain_train=torch.from_numpy((y_tr // 10).astype(np.int64)))
+                   classes=classes, mean=mean, std=std, provenance=provenance)
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,3 +55,8 @@ def test_domain_auroc_separates_known_heterogeneity():
     assert abs(domain_auroc(same, domain, 8, "feature_std", n_batches=200)["auroc"] - 0.5) < 0.1
     with pytest.raises(ValueError, match="at least 2 samples"):
         domain_auroc(x, domain, 1)
+
+
+def test_ordinary_datasets_have_no_domains(two_domains):
+    root, _, _ = two_domains
+    assert load_dataset("mnist", root=root).domain_train is None
