@@ -41,13 +41,15 @@ C2_RULE = ("C2 (selective BN reduces BN transformations and makes training more 
 
 
 def git_commit(repo: Optional[Path] = None) -> str:
-    """``git describe``-like id of the code that produced a result: commit hash, "+dirty" if modified."""
+    """Id of the code that produced a result: the commit hash, "+dirty" if tracked files other than
+    ``outputs/`` differ from it."""
     repo = repo or Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True).stdout.strip()
+        # results being written under outputs/ are not a change of the code that produced them
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!outputs"],
+                               cwd=repo, capture_output=True, text=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"

@@ -102,3 +102,23 @@ def test_inference_table_rows_per_batch_and_method():
     assert row["test acc, standard eval (%)"] == 60.0 and row["running-stats drift"] == 1.5
     assert report.inference_table(df.drop(columns=["acc_running", "acc_bypass", "acc_selected",
                                                    "running_stats_drift"])).empty
+
+
+def test_git_commit_ignores_outputs_but_not_code(tmp_path):
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "r.md").write_text("a")
+    (tmp_path / "code.py").write_text("a")
+    git("add", "-A"), git("commit", "-qm", "x")
+    assert not report.git_commit(tmp_path).endswith("+dirty")
+    (tmp_path / "outputs" / "r.md").write_text("b")
+    assert not report.git_commit(tmp_path).endswith("+dirty")
+    (tmp_path / "code.py").write_text("b")
+    assert report.git_commit(tmp_path).endswith("+dirty")
+    assert report.git_commit(tmp_path / "nowhere").startswith("unknown")
