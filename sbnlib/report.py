@@ -21,7 +21,7 @@ from .io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "inference_table", "git_commit", "library_versions", "make_provenance",
            "markdown_table", "write_table", "accuracy_tables", "stability_tables", "c2_verdicts",
-           "write_status", "read_status", "write_report"]
+           "verdict_sentences", "write_status", "read_status", "write_report"]
 
 # metric -> (label, higher is better)
 STABILITY_METRICS = {
@@ -218,6 +218,23 @@ def c2_verdicts(df: pd.DataFrame, stability_comparisons: pd.DataFrame, treatment
     return pd.Series(out, name="C2")
 
 
+def verdict_sentences(verdicts: pd.DataFrame) -> List[str]:
+    """The verdict table in words: per dataset and claim, how many batch sizes got each verdict."""
+    claims = {"C1": "selective BN more accurate than BN", "C2": "selective BN more stable than BN",
+              "sbn vs random": "heterogeneity-selected batches beat the random control at the same rate"}
+    lines = []
+    for d, grp in verdicts.groupby("dataset", sort=False):
+        for col, text in claims.items():
+            if col not in grp:
+                continue
+            counts = grp[col].value_counts()
+            told = ", ".join(f"{v} at {counts[v]}" for v in ("supported", "contradicted", "inconclusive") if v in counts)
+            sizes = {v: ", ".join(str(b) for b in grp.loc[grp[col] == v, "batch_size"]) for v in counts.index}
+            detail = "; ".join(f"{v}: B = {sizes[v]}" for v in ("supported", "contradicted", "inconclusive") if v in sizes)
+            lines.append(f"- **{d}**, {col} ({text}): {told} of {len(grp)} batch sizes ({detail}).")
+    return lines
+
+
 def write_status(out_dir, status: str, reason: str = "", **extra) -> Path:
     """``status.json`` of one dataset's run: ``ok``, ``missing`` (no data) or ``failed``."""
     return atomic_write_json(Path(out_dir) / "status.json", {"status": status, "reason": reason, **extra})
@@ -246,6 +263,7 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
         parts.append(f"| {d} | {st['status']} | {str(detail).replace('|', '/')} |")
     parts += ["", "## Verdicts", "", C1_RULE, "", C2_RULE, ""]
     parts += [markdown_table(verdicts, index=False) if len(verdicts) else "_No dataset produced results._", ""]
+    parts += verdict_sentences(verdicts) + [""]
     for d in datasets:
         st = read_status(root / d)
         if st["status"] != "ok":

@@ -122,3 +122,12 @@ def test_git_commit_ignores_outputs_but_not_code(tmp_path):
     (tmp_path / "code.py").write_text("b")
     assert report.git_commit(tmp_path).endswith("+dirty")
     assert report.git_commit(tmp_path / "nowhere").startswith("unknown")
+
+
+def test_verdict_sentences_count_batch_sizes():
+    v = pd.DataFrame({"dataset": ["a", "a", "a"], "batch_size": [2, 4, 8],
+                      "C1": ["contradicted", "inconclusive", "contradicted"], "C2": ["supported"] * 3})
+    lines = report.verdict_sentences(v)
+    assert lines[0] == ("- **a**, C1 (selective BN more accurate than BN): contradicted at 2, inconclusive at 1 "
+                        "of 3 batch sizes (contradicted: B = 2, 8; inconclusive: B = 4).")
+    assert "supported at 3 of 3" in lines[1] and len(lines) == 2
