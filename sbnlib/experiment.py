@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -78,11 +78,6 @@ class Params:
     @property
     def out(self) -> Path:
         return self.output_dir / self.dataset
-
-    def record(self) -> dict:
-        d = asdict(self)
-        d["output_dir"] = str(self.output_dir)
-        return d
 
 
 def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None, epochs=None,
