@@ -171,6 +171,39 @@ def _selection(cfg: TrainConfig, x: torch.Tensor, plan: torch.Tensor, epoch: int
 _NORM_TYPES = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.Identity)
 
 
+def _input_moments(model, x, select) -> list:
+    """``(module, mean, var)`` per channel of the input of every module ``select`` accepts.
+
+    One forward pass of ``x`` in eval mode, without gradients; the model's mode is restored and no
+    state changes. Means and population variances are float64, over the batch and spatial axes.
+    """
+    moments, hooks = [], []
+
+    def hook(m, inputs, _out):
+        t = inputs[0].transpose(0, 1).reshape(inputs[0].shape[1], -1).double()
+        moments.append((m, t.mean(1), t.var(1, correction=0)))
+
+    for m in model.modules():
+        if select(m):
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return moments
+
+
+def _standardised_shift(mu, sd, mu_ref, sd_ref) -> torch.Tensor:
+    """Mean over channels of ``|mu - mu_ref| / sd_ref + |log(sd / sd_ref)|``: how far one
+    per-channel distribution sits from a reference one, in units of the reference's spread."""
+    return ((mu - mu_ref).abs() / sd_ref + (sd / sd_ref).log().abs()).mean()
+
+
 class _ShiftProbe:
     """Internal-covariate-shift probe: how much the inputs of the normalisation layers move.
 
@@ -193,25 +226,10 @@ class _ShiftProbe:
     def maybe(self, step: int) -> None:
         if step not in self.at:
             return
-        stats, hooks = [], []
-
-        def hook(_m, inputs, _out):
-            x = inputs[0].transpose(0, 1).reshape(inputs[0].shape[1], -1).double()
-            stats.append((x.mean(1), (x.var(1, correction=0) + 1e-5).sqrt()))
-
-        for m in self.model.modules():
-            if isinstance(m, _NORM_TYPES):
-                hooks.append(m.register_forward_hook(hook))
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            self.model(self.x)
-        self.model.train(was_training)
-        for h in hooks:
-            h.remove()
+        stats = [(mu, (var + 1e-5).sqrt())
+                 for _, mu, var in _input_moments(self.model, self.x, lambda m: isinstance(m, _NORM_TYPES))]
         if self._last is not None:
-            parts = [((mu - mu0).abs() / sd0 + (sd / sd0).log().abs()).mean()
-                     for (mu, sd), (mu0, sd0) in zip(stats, self._last)]
+            parts = [_standardised_shift(mu, sd, mu0, sd0) for (mu, sd), (mu0, sd0) in zip(stats, self._last)]
             self.steps.append(step)
             self.shift.append(float(torch.stack(parts).mean()) if parts else float("nan"))
         self._last = stats
@@ -244,22 +262,12 @@ def _running_stat_drift(model, x_probe) -> float:
     ``|mu_r - mu| / sd + |log(sd_r / sd)|`` (variances + eps). 0 means the running statistics are
     exact; selective BN gathers them only from the batches it normalised.
     """
-    parts, hooks = [], []
+    def tracked_bn(m):
+        return isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
 
-    def hook(m, inputs, _out):
-        x = inputs[0].transpose(0, 1).reshape(inputs[0].shape[1], -1).double()
-        mu, sd = x.mean(1), (x.var(1, correction=0) + m.eps).sqrt()
-        mu_r, sd_r = m.running_mean.double(), (m.running_var.double() + m.eps).sqrt()
-        parts.append(((mu_r - mu).abs() / sd + (sd_r / sd).log().abs()).mean())
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            hooks.append(m.register_forward_hook(hook))
-    model.eval()
-    with torch.no_grad():
-        model(x_probe)
-    for h in hooks:
-        h.remove()
+    parts = [_standardised_shift(m.running_mean.double(), (m.running_var.double() + m.eps).sqrt(),
+                                 mu, (var + m.eps).sqrt())
+             for m, mu, var in _input_moments(model, x_probe, tracked_bn)]
     return float(torch.stack(parts).mean())
 
 
