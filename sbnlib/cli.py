@@ -34,12 +34,15 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _data_args(p: argparse.ArgumentParser, subsets: bool = True) -> None:
+    """--dataset, --data-root, --download; with ``subsets`` also --n-train, --n-test, --data-seed."""
     from .data import dataset_names
 
     p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset name")
     p.add_argument("--data-root", default=None, help="data folder (default: $SBN_DATA_ROOT, else ./data)")
     p.add_argument("--download", action="store_true", help="download missing files through torchvision")
+    if not subsets:
+        return
     p.add_argument("--n-train", type=_positive_int, default=None, help="stratified training subset size")
     p.add_argument("--n-test", type=_positive_int, default=None, help="stratified test subset size")
     p.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the subsets")
@@ -50,7 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     from .threshold import STRATEGIES
     from .train import METHODS
     from .models import MODELS
-    from .data import dataset_names
 
     ap = argparse.ArgumentParser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -66,9 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default="outputs/assess", help="folder for the JSON and the histogram PNG")
 
     c = sub.add_parser("check-data", help="check that a dataset's files are present and readable")
-    c.add_argument("--dataset", required=True, choices=dataset_names())
-    c.add_argument("--data-root", default=None, help="data folder (default: $SBN_DATA_ROOT, else ./data)")
-    c.add_argument("--download", action="store_true", help="download missing files through torchvision")
+    _data_args(c, subsets=False)
 
     t = sub.add_parser("train", help="run one training run and write its result record")
     _data_args(t)

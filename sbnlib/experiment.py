@@ -46,8 +46,6 @@ def _split(value):
 
 def _check_int_list(name, values, lo=1) -> List[int]:
     values = _split(values)
-    if isinstance(values, str):
-        values = [values]
     if isinstance(values, list):
         values = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in values]
     if isinstance(values, int) and not isinstance(values, bool):
@@ -159,7 +157,6 @@ def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
     res = assess(x, P.sweep["batch_sizes"], scorer, threshold, seed=0, progress=True)
     res.update(dataset=P.dataset, data=ds.provenance)
     out = P.out
-    atomic_write_json(out / "feasibility.json", res)
     table = pd.DataFrame([{k: r[k] for k in ("batch_size", "n_batches", "threshold", "frac_needs_bn",
                                               "score_mean", "score_std")} for r in res["batch_sizes"]]).set_index("batch_size")
     prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "scorer": scorer, "threshold": threshold}, 0.0)
@@ -179,7 +176,7 @@ def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
                            "AUROC of the batch score for 500 batches drawn half from each source against 500 "
                            "batches drawn from one source (0.5 = chance, 1 = perfect ranking).")
         res["domain_auroc"] = auroc.reset_index().to_dict(orient="records")
-        atomic_write_json(out / "feasibility.json", res)
+    atomic_write_json(out / "feasibility.json", res)
     sizes = [r["batch_size"] for r in res["batch_sizes"]]
     i = min(range(len(sizes)), key=lambda j: abs(sizes[j] - 8))  # the batch size closest to 8
     plan = make_batch_plan(x.shape[0], sizes[i], seed=0)
@@ -282,14 +279,12 @@ def summary(datasets, output_dir="outputs"):
             "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     figs = []
     if frames:
-        from .plots import plot_verdict_diffs
+        from .plots import plot_bn_vs_gn, plot_verdict_diffs
 
         comps = {d: pd.read_csv(out / d / "comparisons_accuracy.csv") for d in datasets
                  if (out / d / "comparisons_accuracy.csv").exists() and statuses[d]["status"] == "ok"}
         plot_verdict_diffs(comps, out / "summary_accuracy_diff.png")
         figs.append("summary_accuracy_diff.png")
-        from .plots import plot_bn_vs_gn
-
         runs = {d: pd.read_csv(out / d / "runs.csv") for d in datasets
                 if statuses[d]["status"] == "ok" and (out / d / "runs.csv").exists()}
         if plot_bn_vs_gn(runs, out / "sanity_bn_vs_gn.png") is not None:
