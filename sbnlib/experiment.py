@@ -333,6 +333,7 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     table["acc_mean"] = (100 * table["acc_mean"]).round(2)
     table["acc_std"] = (100 * table["acc_std"]).round(2)
     rated = df[df.threshold == "rate"]
+    rated = rated[rated.threshold_rate.isin(rated[rated.method == "random"].threshold_rate)]  # 0 < rate < 1
     comps = pd.concat([stats.compare_methods(rated[rated.batch_size == b], "final_test_acc", treatment="sbn",
                                              baseline="random", by="threshold_rate").assign(batch_size=b)
                        for b in a["batch_sizes"]], ignore_index=True)

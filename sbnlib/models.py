@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable, Dict, Sequence
 
+import torch
 from torch import nn
 
 from .layers import SelectiveBatchNorm1d, SelectiveBatchNorm2d
@@ -71,6 +72,10 @@ class SmallCNN(nn.Module):
 
     For 1x28x28 (MNIST) and 3x32x32 (CIFAR) inputs alike. Convolutions before a normalisation
     layer keep their bias only when ``norm="none"`` (a bias before BN is redundant).
+
+    Weights and activations are kept channels-last (NHWC in memory; shapes stay N, C, H, W):
+    on this CPU that makes a training step 15-35% and an evaluation pass about 3x faster
+    (``bench/bench_core.py``). Inputs may come in either layout.
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), norm: str = "bn"):
@@ -86,9 +91,10 @@ class SmallCNN(nn.Module):
             c = w
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
 class MLP(nn.Module):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from .io import atomic_write_bytes
 
@@ -220,6 +221,9 @@ def plot_ablation(df, path=None, title=None):
         for method, color, label in (("sbn", _color("sbn"), "heterogeneity, rate sweep"),
                                      ("random", _color("random"), "random control, same rates")):
             rs = sub[(sub.threshold == "rate") & (sub.method == method)]
+            if method == "random":  # at rates 0 and 1 random makes sbn's decisions: share its end points
+                ends = sub[(sub.threshold == "rate") & (sub.method == "sbn") & sub.threshold_rate.isin([0.0, 1.0])]
+                rs = pd.concat([rs, ends])
             pts = [(g.frac_normalized.mean(), *_mean_ci(g.final_test_acc)) for _, g in rs.groupby("threshold_rate")]
             if pts:
                 x, y, h = map(np.array, zip(*pts))

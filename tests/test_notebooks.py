@@ -46,7 +46,7 @@ def test_feasibility_experiment_and_summary_on_cifar100_fixture(tmp_path):
     assert (out / "cifar100" / "feasibility_examples.png").exists()
     _run("experiment", tmp_path, **common, **{k: v for k, v in TINY.items() if k != "profile"}, profile="smoke")
     runs = list((out / "cifar100" / "runs").glob("*.json"))
-    assert len(runs) == 2 * 2 * 2
+    assert len(runs) == 6 * 2 * 2  # the smoke profile's six methods x batch sizes x seeds
     for f in ("accuracy.csv", "accuracy.md", "stability.md", "verdicts.csv", "accuracy_vs_batch.png",
               "loss_curves.png", "stability.png"):
         assert (out / "cifar100" / f).exists(), f
@@ -64,13 +64,16 @@ def test_ablation_notebook_on_cifar100_fixture(tmp_path):
     make_cifar100_layout(data, n_train=200, n_test=100)
     out = tmp_path / "outputs"
     _run("ablation", tmp_path, dataset="cifar100", profile="smoke", data_root=str(data), output_dir=str(out),
-         n_train=96, n_test=64, scorers=["feature_std"], strategies=["mean"], rates=[0.0, 1.0])
+         n_train=96, n_test=64, scorers=["feature_std"], strategies=["mean"], rates=[0.0, 0.5, 1.0])
     d = out / "cifar100"
     assert (d / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     table = (d / "ablation.md").read_text()
-    for sel in ("feature_std / mean", "rate 0 ", "rate 1 ", "random, rate 0 ", "random, rate 1 "):
-        assert f"| {sel.strip()} |" in table, sel
-    assert len(list((d / "runs").glob("*.json"))) == 2 * (1 + 2 + 2)  # seeds x (grid + sbn rates + random rates)
+    for sel in ("feature_std / mean", "rate 0", "rate 0.5", "rate 1", "random, rate 0.5"):
+        assert f"| {sel} |" in table, sel
+    assert "| random, rate 0 |" not in table and "| random, rate 1 |" not in table  # same decisions as sbn's
+    assert len(list((d / "runs").glob("*.json"))) == 2 * (1 + 3 + 1)  # seeds x (grid + sbn rates + random rate)
+    vs = [l for l in (d / "ablation_vs_random.csv").read_text().splitlines() if not l.startswith("#")]
+    assert len(vs) - 1 == 1 and ",0.5," in vs[1]  # compared at the one rate both ran
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from sbnlib.sweep import (PROFILES, experiment_configs, iter_results, load_resul
 
 
 def _tiny(**kw):
+    kw.setdefault("methods", ["bn", "sbn"])
     p = profile_params("smoke", batch_sizes=[8, 16], seeds=2, n_train=64, n_test=64, **kw)
     return experiment_configs("mnist", p)
 
@@ -26,15 +27,17 @@ def test_profiles_cover_what_the_suite_promises():
     for name in ("cpu", "paper"):
         prof = PROFILES[name]
         assert prof["seeds"] >= 8 and len(prof["batch_sizes"]) * 2 / 2 ** prof["seeds"] < 0.05, name
-    assert {"bn", "sbn"} <= set(cpu["methods"])
+    for name in PROFILES:  # issue 4: sbn against bn and every control, in every profile
+        assert set(PROFILES[name]["methods"]) == {"none", "bn", "sbn", "sbn_frozen", "random", "gn"}, name
     assert PROFILES["paper"]["n_train"] is None  # full training sets
 
 
 def test_experiment_configs_are_paired_across_methods():
-    cfgs = _tiny()
-    assert len(cfgs) == 2 * 2 * 2
+    cfgs = experiment_configs("mnist", profile_params("smoke", batch_sizes=[8, 16], seeds=2))
+    assert len(cfgs) == 6 * 2 * 2  # the smoke profile runs every method, like cpu and paper
     keys = {(c.batch_size, c.seed) for c in cfgs if c.method == "bn"}
-    assert keys == {(c.batch_size, c.seed) for c in cfgs if c.method == "sbn"}
+    for m in ("none", "sbn", "sbn_frozen", "random", "gn"):
+        assert keys == {(c.batch_size, c.seed) for c in cfgs if c.method == m}, m
 
 
 @pytest.mark.parametrize(
