@@ -19,7 +19,8 @@ import pandas as pd
 from . import stats
 from .io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "inference_table", "git_commit", "library_versions", "make_provenance",
+__all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "inference_table", "collapse_table",
+           "bn_vs_gn_sanity", "sanity_sentences", "git_commit", "library_versions", "make_provenance",
            "markdown_table", "write_table", "accuracy_tables", "stability_tables", "c2_verdicts",
            "verdict_sentences", "write_status", "read_status", "write_report"]
 
@@ -121,7 +122,9 @@ def accuracy_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", b
                     n_boot: int = 10000) -> Dict[str, pd.DataFrame]:
     """The accuracy table: mean ± std per method, and treatment - baseline paired statistics.
 
-    Returns ``{"accuracy": table, "comparisons": long frame of every paired comparison}``.
+    Per baseline: the paired difference (pp), its 95% bootstrap CI, the Holm-adjusted Wilcoxon p
+    and the verdict (column ``C1 vs bn`` for BN, ``sbn vs <baseline>`` for the controls); the
+    t-test p-values are in the returned comparisons. Returns ``{"accuracy": table, "comparisons": long frame of every paired comparison}``.
     """
     table = stats.accuracy_table(df, list(methods))
     frac = df[df.method == treatment].groupby("batch_size")["frac_normalized"].mean()
@@ -136,8 +139,7 @@ def accuracy_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", b
         table[f"{tag} diff (pp)"] = (100 * c["mean_diff"]).round(2)
         table[f"{tag} 95% CI (pp)"] = [f"[{100 * lo:.2f}, {100 * hi:.2f}]" for lo, hi in zip(c["ci_low"], c["ci_high"])]
         table[f"{tag} p Wilcoxon (Holm)"] = c["p_wilcoxon_holm"]
-        table[f"{tag} p t-test (Holm)"] = c["p_ttest_holm"]
-        table[f"C1 vs {base}"] = c["verdict"]
+        table[f"{'C1' if base == 'bn' else treatment} vs {base}"] = c["verdict"]
     if treatment in set(df.method):
         table[f"{treatment} batches normalised"] = [f"{100 * frac.get(b, np.nan):.1f}%" for b in table.index]
     n_div = df[df.diverged].groupby("method").size()
@@ -202,6 +204,94 @@ def inference_table(df: pd.DataFrame) -> pd.DataFrame:
     return t.rename(columns=INFERENCE_COLUMNS)
 
 
+COLLAPSE_COLUMNS = {
+    "loss_all": "train loss, last epoch",
+    "loss_on": "train loss, BN-on steps",
+    "loss_off": "train loss, BN-off steps",
+    "train_acc": "train acc, last epoch (%)",
+    "test_acc": "test acc (%)",
+}
+
+
+def collapse_table(results: Sequence[dict], methods=("bn", "sbn", "sbn_frozen", "random")) -> pd.DataFrame:
+    """Where selective BN loses accuracy: in training or only at inference?
+
+    One row per (batch size, method), means over seeds: the last epoch's training loss over all
+    its steps, over the steps that ran BN and over the steps that skipped it (NaN when there were
+    none), the last epoch's training accuracy (measured on the training batches as they were
+    trained, so with BN on or off as each step had it) and the final test accuracy. A training
+    loss that stays high says the network did not fit (an optimisation failure); a low training
+    loss with a low test accuracy points at inference (the running statistics).
+    """
+    rows = []
+    for r in results:
+        c = r["config"]
+        if c["method"] not in methods or r["status"] != "ok" or not r["epochs"]:
+            continue
+        loss, on = np.asarray(r["steps"]["loss"]), np.asarray(r["steps"]["bn_on"], dtype=bool)
+        per_epoch = len(loss) // len(r["epochs"])
+        loss, on = loss[-per_epoch:], on[-per_epoch:]
+        rows.append({"batch_size": c["batch_size"], "method": c["method"], "seed": c["seed"],
+                     "loss_all": float(loss.mean()),
+                     "loss_on": float(loss[on].mean()) if on.any() else np.nan,
+                     "loss_off": float(loss[~on].mean()) if (~on).any() else np.nan,
+                     "train_acc": 100 * r["epochs"][-1]["train_acc"], "test_acc": 100 * r["final_test_acc"]})
+    if not rows:
+        return pd.DataFrame()
+    t = pd.DataFrame(rows).groupby(["batch_size", "method"])[list(COLLAPSE_COLUMNS)].mean()
+    return t.round(3).rename(columns=COLLAPSE_COLUMNS)
+
+
+def bn_vs_gn_sanity(runs: Dict[str, pd.DataFrame], small: Optional[int] = None, large: int = 32,
+                    n_boot: int = 10000) -> pd.DataFrame:
+    """The small-batch sanity reference of Wu & He (2018), tested in our own baselines.
+
+    Per dataset with ``bn`` and ``gn`` runs: the mean test accuracy of each at the smallest batch
+    size (or ``small``) and at ``large``; each one's drop ``acc(large) - acc(small)``; and the
+    paired test (seeds) of "BN's drop is larger than GroupNorm's", i.e. of
+    ``d = (bn_large - bn_small) - (gn_large - gn_small)`` per seed, with the rule of
+    :data:`sbnlib.stats.VERDICT_RULE` (one test per dataset, so no Holm adjustment).
+    ``supported`` means the well-known pattern is visible here.
+    """
+    rows = []
+    for d, df in runs.items():
+        if not {"bn", "gn"} <= set(df.method) or large not in set(df.batch_size):
+            continue
+        b_small = small if small is not None else int(df.batch_size.min())
+        if b_small == large or b_small not in set(df.batch_size):
+            continue
+        acc = df[df.method.isin(["bn", "gn"]) & df.batch_size.isin([b_small, large])]
+        acc = acc.pivot_table(index="seed", columns=["method", "batch_size"], values="final_test_acc").dropna()
+        drop_bn = acc[("bn", large)] - acc[("bn", b_small)]
+        drop_gn = acc[("gn", large)] - acc[("gn", b_small)]
+        c = stats.paired_comparison(drop_bn.to_numpy(), drop_gn.to_numpy(), n_boot=n_boot)
+        rows.append({"dataset": d, "small B": b_small, "large B": large, "n": c["n"],
+                     "bn small (%)": 100 * acc[("bn", b_small)].mean(), "bn large (%)": 100 * acc[("bn", large)].mean(),
+                     "gn small (%)": 100 * acc[("gn", b_small)].mean(), "gn large (%)": 100 * acc[("gn", large)].mean(),
+                     "bn drop (pp)": 100 * c["mean_treatment"], "gn drop (pp)": 100 * c["mean_baseline"],
+                     "drop diff (pp)": 100 * c["mean_diff"],
+                     "95% CI (pp)": f"[{100 * c['ci_low']:.2f}, {100 * c['ci_high']:.2f}]",
+                     "p Wilcoxon": c["p_wilcoxon"],
+                     "BN drops more than GN": stats.verdict(c["mean_diff"], c["ci_low"], c["ci_high"], c["p_wilcoxon"])})
+    t = pd.DataFrame(rows)
+    return t.round(2) if len(t) else t
+
+
+def sanity_sentences(sanity: pd.DataFrame) -> List[str]:
+    """:func:`bn_vs_gn_sanity` in words, one line per dataset."""
+    lines = []
+    for row in sanity.to_dict("records"):
+        seen = {"supported": "visible: BN loses significantly more than GroupNorm",
+                "contradicted": "reversed: GroupNorm loses significantly more than BN",
+                "inconclusive": "not established: the two drops do not differ significantly"}[row["BN drops more than GN"]]
+        lines.append(f"- **{row['dataset']}**: from B={row['large B']} to B={row['small B']}, BN goes from "
+                     f"{row['bn large (%)']:.1f}% to {row['bn small (%)']:.1f}% and GroupNorm from "
+                     f"{row['gn large (%)']:.1f}% to {row['gn small (%)']:.1f}%; the small-batch pattern is {seen} "
+                     f"(difference of drops {row['drop diff (pp)']:+.1f} pp, CI {row['95% CI (pp)']}, "
+                     f"Wilcoxon p {row['p Wilcoxon']:.3g}).")
+    return lines
+
+
 def c2_verdicts(df: pd.DataFrame, stability_comparisons: pd.DataFrame, treatment="sbn", baseline="bn") -> pd.Series:
     """C2 verdict per batch size from the stability comparisons (rule: :data:`C2_RULE`)."""
     counts = df.groupby(["batch_size", "method"])["bn_transformations"].mean().unstack("method")
@@ -221,7 +311,8 @@ def c2_verdicts(df: pd.DataFrame, stability_comparisons: pd.DataFrame, treatment
 def verdict_sentences(verdicts: pd.DataFrame) -> List[str]:
     """The verdict table in words: per dataset and claim, how many batch sizes got each verdict."""
     claims = {"C1": "selective BN more accurate than BN", "C2": "selective BN more stable than BN",
-              "sbn vs random": "heterogeneity-selected batches beat the random control at the same rate"}
+              "sbn vs random": "heterogeneity-selected batches beat the random control at the same rate",
+              "sbn vs gn": "selective BN more accurate than GroupNorm"}
     lines = []
     for d, grp in verdicts.groupby("dataset", sort=False):
         for col, text in claims.items():
@@ -251,8 +342,9 @@ def read_status(out_dir) -> dict:
 
 
 def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, figures: List[str],
-                 provenance: dict) -> Path:
-    """``REPORT.md``: status of every dataset, the verdicts, each dataset's tables and figures."""
+                 provenance: dict, sections: Sequence[str] = ()) -> Path:
+    """``REPORT.md``: status of every dataset, the verdicts, ``sections`` (Markdown blocks, e.g. the
+    sanity reference), each dataset's tables and figures."""
     root = Path(output_root)
     parts = ["# Selective batch normalization: replication report", "",
              "Generated by `./run_all.sh` from the result files; every number below is computed, none typed.",
@@ -264,12 +356,14 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
     parts += ["", "## Verdicts", "", C1_RULE, "", C2_RULE, ""]
     parts += [markdown_table(verdicts, index=False) if len(verdicts) else "_No dataset produced results._", ""]
     parts += verdict_sentences(verdicts) + [""]
+    for block in sections:
+        parts += [block, ""]
     for d in datasets:
         st = read_status(root / d)
         if st["status"] != "ok":
             continue
         parts += [f"## {d}", ""]
-        for name in ("feasibility_auroc", "accuracy", "stability", "inference", "ablation_vs_random", "ablation"):
+        for name in ("feasibility_auroc", "accuracy", "stability", "inference", "collapse", "ablation_vs_random", "ablation"):
             md = root / d / f"{name}.md"
             if md.exists():
                 parts += [md.read_text().replace("## ", "### ", 1), ""]

@@ -131,3 +131,54 @@ def test_verdict_sentences_count_batch_sizes():
     assert lines[0] == ("- **a**, C1 (selective BN more accurate than BN): contradicted at 2, inconclusive at 1 "
                         "of 3 batch sizes (contradicted: B = 2, 8; inconclusive: B = 4).")
     assert "supported at 3 of 3" in lines[1] and len(lines) == 2
+
+
+def _result(method, b, seed, losses, bn_on, epochs=2, acc=0.5):
+    return {"config": {"method": method, "batch_size": b, "seed": seed}, "status": "ok", "final_test_acc": acc,
+            "steps": {"loss": losses, "bn_on": bn_on},
+            "epochs": [{"train_acc": 0.1}] * (epochs - 1) + [{"train_acc": 0.9}]}
+
+
+def test_collapse_table_splits_the_last_epoch_by_bn_on_and_off():
+    # 2 epochs of 4 steps; only the last 4 count: on-steps lose 1.0, off-steps 3.0
+    r1 = _result("sbn", 8, 0, [9, 9, 9, 9, 1.0, 3.0, 1.0, 3.0], [True, False] * 4)
+    r2 = _result("sbn", 8, 1, [9, 9, 9, 9, 2.0, 4.0, 2.0, 4.0], [True, False] * 4, acc=0.7)
+    bn = _result("bn", 8, 0, [9, 9, 9, 9, 0.5, 0.5, 0.5, 0.5], [True] * 8)
+    gn = _result("gn", 8, 0, [9] * 8, [True] * 8)  # not a BN method: left out
+    t = report.collapse_table([r1, r2, bn, gn])
+    assert list(t.index) == [(8, "bn"), (8, "sbn")]
+    row = t.loc[(8, "sbn")]
+    assert row["train loss, BN-on steps"] == 1.5 and row["train loss, BN-off steps"] == 3.5
+    assert row["train loss, last epoch"] == 2.5 and row["train acc, last epoch (%)"] == 90.0
+    assert row["test acc (%)"] == 60.0
+    assert np.isnan(t.loc[(8, "bn"), "train loss, BN-off steps"])  # bn never skips
+
+
+def _bn_gn_runs(bn_drop, gn_drop, n_seeds=10):
+    rows = []
+    for s in range(n_seeds):
+        jitter = 0.001 * s
+        for m, drop in (("bn", bn_drop), ("gn", gn_drop)):
+            rows.append({"method": m, "batch_size": 32, "seed": s, "final_test_acc": 0.9 + jitter})
+            rows.append({"method": m, "batch_size": 2, "seed": s, "final_test_acc": 0.9 - drop + 2 * jitter})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("bn_drop,gn_drop,expected", [(0.10, 0.0, "supported"), (0.0, 0.10, "contradicted"),
+                                                      (0.02, 0.02, "inconclusive")])
+def test_bn_vs_gn_sanity_tests_the_difference_of_drops(bn_drop, gn_drop, expected):
+    t = report.bn_vs_gn_sanity({"toy": _bn_gn_runs(bn_drop, gn_drop)}, n_boot=2000)
+    row = t.iloc[0]
+    assert (row["small B"], row["large B"], row["n"]) == (2, 32, 10)
+    assert row["BN drops more than GN"] == expected
+    assert row["bn drop (pp)"] == pytest.approx(100 * bn_drop - 0.45, abs=0.01)  # mean jitter 0.0045
+    assert row["drop diff (pp)"] == pytest.approx(100 * (bn_drop - gn_drop), abs=0.01)
+    line = report.sanity_sentences(t)[0]
+    assert line.startswith("- **toy**: from B=32 to B=2")
+    assert ("pattern is visible" in line) == (expected == "supported")
+
+
+def test_bn_vs_gn_sanity_skips_datasets_without_both_methods():
+    df = _bn_gn_runs(0.1, 0.0)
+    assert len(report.bn_vs_gn_sanity({"x": df[df.method == "bn"]})) == 0
+    assert len(report.bn_vs_gn_sanity({"x": df[df.batch_size == 32]})) == 0
