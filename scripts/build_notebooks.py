@@ -93,11 +93,14 @@ EXPERIMENT = [
 For every batch size and every paired seed (same seed = same initial weights and same batch order
 for every method), train a small CNN with traditional BN (`bn`) and with selective BN (`sbn`:
 normalise only the batches classified as heterogeneous before training; the others pass through
-the BN layers unchanged). Then:
+the BN layers unchanged), and with the controls: no normalisation (`none`), selective BN whose
+skipped batches use the running statistics (`sbn_frozen`), selective BN on a random subset of
+batches of the same size (`random`) and GroupNorm (`gn`). Then:
 
-* the **accuracy table** (claim C1): mean ± std of final test accuracy, the paired difference with
-  a 95% bootstrap CI, Wilcoxon signed-rank and paired t-test p-values Holm-adjusted across batch
-  sizes, and the fraction of batches normalised;
+* the **accuracy table** (claim C1): mean ± std of final test accuracy per method; for sbn against
+  bn, random and gn the paired difference with a 95% bootstrap CI, the Wilcoxon signed-rank
+  p-value Holm-adjusted across batch sizes and the verdict (paired t-test p-values are in
+  `comparisons_accuracy.csv`); and the fraction of batches normalised;
 * the **stability analysis** (claim C2): BN transformation counts, training-loss volatility,
   gradient-norm coefficient of variation, an internal-covariate-shift probe, and the spread of
   final accuracy across seeds, each compared sbn vs bn with the same paired tests.
@@ -136,10 +139,12 @@ out = ex.analyse(P, ds, results, df, wall_time)"""),
     new_markdown_cell("""\
 ## Accuracy table (claim C1)
 
-Rows are batch sizes, `bn` and `sbn` cells the final test accuracy (%) as mean ± std over paired
-seeds. `sbn-bn diff` is the mean paired difference in percentage points with its 95% bootstrap
-CI; the p-values are Holm-adjusted across batch sizes; the verdict follows the rule printed below.
-The last column is the fraction of training batches that selective BN normalised."""),
+Rows are batch sizes, method cells the final test accuracy (%) as mean ± std over paired seeds.
+`sbn-bn diff` is the mean paired difference in percentage points with its 95% bootstrap CI; the
+p-values are Holm-adjusted across batch sizes; the verdict follows the rule printed below. The
+same columns follow for `sbn-random` (does choosing batches by heterogeneity beat choosing as many
+at random?) and `sbn-gn`. The last column is the fraction of training batches that selective BN
+normalised."""),
     new_code_cell("""\
 print(report.C1_RULE)
 display(out["accuracy"])"""),
@@ -180,6 +185,17 @@ running-statistics drift says how far those statistics are from the statistics o
 normalise at inference (0 = exact; compare `bn`)."""),
     new_code_cell("""\
 display(out["inference"]) if len(out["inference"]) else print("no run of this sweep recorded inference policies")"""),
+    new_markdown_cell("""\
+## Where selective BN loses accuracy: training or inference?
+
+For the BN-based methods, the last epoch's training loss over all steps and split into the steps
+that ran BN and those that skipped it, the last epoch's training accuracy, and the test accuracy
+(means over seeds). If selective BN's training loss stays high, the network itself did not fit
+(an optimisation failure, not a matter of running statistics); if the training loss is low and
+only the test accuracy falls, inference is to blame. Compare `random`, which skips as many
+batches chosen at random."""),
+    new_code_cell("""\
+display(out["collapse"]) if len(out["collapse"]) else print("no BN-based method in this sweep")"""),
     new_markdown_cell("""\
 ## Verdicts for this dataset
 
