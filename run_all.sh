@@ -10,12 +10,14 @@ usage() {
   cat <<'USAGE'
 usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
-                    [--ablation-dataset NAME | --no-ablation]
+                    [--ablation-dataset NAME | --no-ablation] [--scheduler ADDR]
   --profile        smoke (minutes), cpu (default, about an hour on 2 cores), paper (full data; GPU or a long run)
   --datasets       which datasets (default: the paper's four and mnist_fmnist_mix, the heterogeneity stress set)
   --data-root      where the datasets are (default: $SBN_DATA_ROOT, else ./data)
   --download       fetch missing datasets through torchvision (needs internet)
   --jobs           parallel training processes (default 2)
+  --scheduler      train on a Dask cluster at this scheduler address (e.g. tcp://host:8786) instead of
+                   local processes; needs pip install "sbnlib[cluster]" (--jobs is then ignored)
   --output-dir     default outputs
   --allow-missing  exit 0 even if a dataset's files are missing (it is still reported as not run)
   --ablation-dataset  run notebooks/ablation.ipynb on this dataset after its experiment (default fashion_mnist;
@@ -25,7 +27,7 @@ USAGE
 }
 
 profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix"; jobs=2; out=outputs; allow_missing=0; download=0; ablation=fashion_mnist
-data_root="${SBN_DATA_ROOT:-}"
+data_root="${SBN_DATA_ROOT:-}"; sched=()
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
     --datasets) need "$1" "${2:-}"; datasets="$2"; shift 2 ;;
     --data-root) need "$1" "${2:-}"; data_root="$2"; shift 2 ;;
     --jobs) need "$1" "${2:-}"; jobs="$2"; shift 2 ;;
+    --scheduler) need "$1" "${2:-}"; sched=(-p scheduler "$2"); shift 2 ;;
     --output-dir) need "$1" "${2:-}"; out="$2"; shift 2 ;;
     --allow-missing) allow_missing=1; shift ;;
     --download) download=1; shift ;;
@@ -43,7 +46,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$profile" in smoke|cpu|paper) ;; *) echo "error: unknown profile '$profile'; choose smoke, cpu or paper" >&2; exit 2 ;; esac
-case "$jobs" in ''|*[!0-9]*|0) echo "error: --jobs must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
+case "$jobs" in ''|*[!0-9]*|0*) echo "error: --jobs must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
 for d in $datasets; do
   case "$d" in mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
     *) echo "error: unknown dataset '$d'; choose from mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix" >&2; exit 2 ;; esac
@@ -52,9 +55,10 @@ done
 case "$ablation" in ""|mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
   *) echo "error: unknown --ablation-dataset '$ablation'" >&2; exit 2 ;; esac
 
+# an unusable output directory is an option error too: before the (possibly long) set-up
+mkdir -p "$out" 2>/dev/null && [ -w "$out" ] || { echo "error: output directory '$out' is not writable; choose another --output-dir" >&2; exit 2; }
 python=$(scripts/bootstrap.sh) || { echo "error: could not set up the virtual environment" >&2; exit 2; }
 venv_bin=$(dirname "$python")
-mkdir -p "$out" 2>/dev/null && [ -w "$out" ] || { echo "error: output directory '$out' is not writable; choose another --output-dir" >&2; exit 2; }
 out=$(cd "$out" && pwd)
 [ -n "$data_root" ] && export SBN_DATA_ROOT="$data_root"
 pm_root=(); [ -n "$data_root" ] && pm_root=(-p data_root "$(cd "$data_root" 2>/dev/null && pwd || echo "$data_root")")
@@ -84,7 +88,7 @@ for d in $datasets; do
   ok=1
   for nb in feasibility experiment; do
     echo "   -> $nb.ipynb"
-    extra=(); [ "$nb" = experiment ] && extra=(-p jobs "$jobs")
+    extra=(); [ "$nb" = experiment ] && extra=(-p jobs "$jobs" "${sched[@]}")
     if ! run_nb "$nb" "$d" "${extra[@]}"; then
       echo "   FAILED: $nb (log: $out/$d/$nb.log)"; tail -n 5 "$out/$d/$nb.log" | sed 's/^/     /'
       status_json "$out/$d" failed "$nb.ipynb failed; see $d/$nb.log"
@@ -99,7 +103,7 @@ done
 if [ -n "$ablation" ]; then
   if [[ " ${done_ok[*]} " == *" $ablation "* ]]; then
     echo "== ablation on $ablation"
-    if run_nb ablation "$ablation" -p jobs "$jobs"; then
+    if run_nb ablation "$ablation" -p jobs "$jobs" "${sched[@]}"; then
       render "$out/$ablation/ablation.ipynb"
     else
       echo "   FAILED: ablation (log: $out/$ablation/ablation.log)"; failed+=("ablation")

@@ -49,6 +49,7 @@ def bench_step(x, y, batch_sizes, steps=30, rounds=7):
     print(f"\n## Training-step time, selective BN vs nn.BatchNorm2d (cnn_s on {tuple(x.shape[1:])}, "
           f"median of {rounds} interleaved rounds of {steps} steps)")
     print(f"{'B':>5} {'bn ms':>8} {'sbn on ms':>10} {'sbn off ms':>11} {'on/bn':>7} {'off/bn':>7}")
+    rows = []
     for b in batch_sizes:
         models = {}
         for key, norm in (("bn", "bn"), ("on", "sbn"), ("off", "sbn")):
@@ -67,6 +68,8 @@ def bench_step(x, y, batch_sizes, steps=30, rounds=7):
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         print(f"{b:>5} {med['bn']:8.3f} {med['on']:10.3f} {med['off']:11.3f} "
               f"{med['on'] / med['bn']:7.3f} {med['off'] / med['bn']:7.3f}")
+        rows.append((b, med["bn"], med["on"], med["off"]))
+    return rows
 
 
 def main():

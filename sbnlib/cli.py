@@ -95,7 +95,9 @@ def _assess(args) -> int:
     from .data import load_dataset
     from .io import atomic_write_json, ensure_writable_dir
     from .plots import plot_score_histograms
+    from .threshold import fit_threshold
 
+    fit_threshold([0.0, 1.0], args.threshold, q=args.q, rate=args.rate)  # bad --q / --rate: now, not after loading
     out = ensure_writable_dir(args.out)
     ds = load_dataset(args.dataset, root=args.data_root, download=args.download,
                       n_train=args.n_train, n_test=args.n_test, seed=args.data_seed)

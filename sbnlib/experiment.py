@@ -17,7 +17,7 @@ from . import report
 from .data import dataset_names, load_dataset
 from .io import atomic_write_json, ensure_writable_dir
 from .scoring import SCORERS
-from .sweep import PROFILES, experiment_configs, iter_results, profile_params, run_configs
+from .sweep import PROFILES, dask_client, experiment_configs, iter_results, profile_params, run_configs
 from .threshold import STRATEGIES
 from .train import METHODS
 
@@ -72,6 +72,7 @@ class Params:
     data_root: Optional[str]
     output_dir: Path
     jobs: int
+    scheduler: object = None  # a Dask scheduler address or distributed.Client; None: local processes
 
     @property
     def out(self) -> Path:
@@ -80,7 +81,7 @@ class Params:
 
 def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None, epochs=None,
                    methods=None, n_train=None, n_test=None, data_root=None, output_dir="outputs",
-                   jobs=1) -> Params:
+                   jobs=1, scheduler=None) -> Params:
     """Validate notebook parameters; raise one :class:`ParameterError` naming the problem and the fix."""
     if dataset not in dataset_names():
         raise ParameterError(f"unknown dataset {dataset!r}; choose one of {dataset_names()}")
@@ -122,10 +123,17 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
         data_root = str(_repo_path(data_root))
     out = _repo_path(output_dir)
     try:
-        ensure_writable_dir(out / dataset)
+        ensure_writable_dir(out / dataset, option="output_dir")
     except OSError as e:
         raise ParameterError(str(e)) from None
-    return Params(dataset, profile, sweep, data_root, out, jobs)
+    if scheduler is not None:  # connect once now, so that a bad address stops the notebook at the top
+        try:
+            client, owned = dask_client(scheduler)
+        except (ImportError, ValueError) as e:
+            raise ParameterError(str(e)) from None
+        if owned:
+            client.close()
+    return Params(dataset, profile, sweep, data_root, out, jobs, scheduler)
 
 
 def load(P: Params, download: bool = False):
@@ -195,7 +203,7 @@ def run(P: Params, progress: bool = True):
     t0 = time.perf_counter()
     configs = experiment_configs(P.dataset, P.sweep)
     results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} ({len(configs)} runs)")
+                          desc=f"{P.dataset} ({len(configs)} runs)", scheduler=P.scheduler)
     df = pd.DataFrame(list(iter_results(results)))
     return results, df, time.perf_counter() - t0
 
@@ -349,7 +357,7 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
         raise ParameterError(str(e)) from None
     t0 = time.perf_counter()
     results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} ablation ({len(configs)} runs)")
+                          desc=f"{P.dataset} ablation ({len(configs)} runs)", scheduler=P.scheduler)
     df = pd.DataFrame(list(iter_results(results)))
     df["selection"] = [f"random, rate {r:g}" if m == "random" else
                        (f"rate {r:g}" if t == "rate" else f"{s} / {t}")

@@ -1,6 +1,12 @@
-"""Crash-safe file output: write to a temporary file in the same folder, then rename."""
+"""Crash-safe file output: write to a temporary file in the same folder, then rename.
+
+A process killed between the two (SIGKILL, power loss) leaves the old file (or none) and a
+temporary ``.<name>.<random>.tmp`` beside it, never a partial ``<name>``; the next write of
+``<name>`` (e.g. the resumed sweep recomputing that run) removes such leftovers.
+"""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -12,15 +18,15 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def ensure_writable_dir(path) -> Path:
-    """Create ``path`` if needed; raise one clear error if it cannot be written."""
+def ensure_writable_dir(path, option: str = "--out") -> Path:
+    """Create ``path`` if needed; raise one clear error, naming ``option`` (what sets it), if it cannot be written."""
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create output directory {p}: {e.strerror}; choose another --out") from None
+        raise OSError(f"cannot create output directory {p}: {e.strerror}; choose another {option}") from None
     if not os.access(p, os.W_OK | os.X_OK):
-        raise OSError(f"output directory {p} is not writable; choose another --out or fix its permissions")
+        raise OSError(f"output directory {p} is not writable; choose another {option} or fix its permissions")
     return p
 
 
@@ -28,6 +34,9 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
     ensure_writable_dir(path.parent)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed earlier write
+        if "." not in stale.name[len(path.name) + 2:-4]:  # mkstemp's part has no dots: not another file's
+            stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

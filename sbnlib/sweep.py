@@ -8,8 +8,9 @@ that is corrupt, truncated or belongs to another configuration is reported and r
 never used.
 
 Every run of a sweep uses one torch thread (:data:`THREADS_PER_RUN`), whether it runs in the
-main process (``jobs=1``) or in one of ``jobs`` worker processes, so the numbers do not depend on
-``jobs``: CPU kernels may sum in a different order with another thread count.
+main process (``jobs=1``), in one of ``jobs`` worker processes or on a Dask cluster
+(``scheduler=``), so the numbers do not depend on where a run ran: CPU kernels may sum in a
+different order with another thread count.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import dataclasses
 import json
 import multiprocessing
 import sys
+import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -25,10 +27,13 @@ from typing import Iterable, List, Optional, Sequence
 from .train import METHODS, TrainConfig, config_hash
 
 __all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "ablation_configs",
-           "run_configs",
-           "result_path", "load_result"]
+           "run_configs", "dask_client", "result_path", "load_result"]
 
 THREADS_PER_RUN = 1
+DASK_CONNECT_TIMEOUT_S = 10
+# torch's seed and thread count belong to the process: runs sharing one (a Dask worker with
+# several threads) take turns
+_RUN_LOCK = threading.Lock()
 
 # Shared by every profile unless overridden. SGD with momentum; the learning rate is scaled with
 # sqrt(batch size / 32) so that small and large batches both train in a few epochs.
@@ -171,27 +176,53 @@ def _run_one(cfg: TrainConfig, root, path: str) -> dict:
     from .io import atomic_write_json
     from .train import train
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS_PER_RUN)
-    try:
-        result = train(cfg, root=root)
-    finally:
-        torch.set_num_threads(threads)
+    with _RUN_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(THREADS_PER_RUN)
+        try:
+            result = train(cfg, root=root)
+        finally:
+            torch.set_num_threads(threads)
     result["torch_threads"] = THREADS_PER_RUN
     atomic_write_json(path, result)
     return result
 
 
+def dask_client(scheduler):
+    """``(client, owned)`` for a Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``;
+    ``owned``: the caller opened it and closes it."""
+    try:
+        from distributed import Client
+        from distributed.comm import resolve_address
+    except ImportError:
+        raise ImportError('running on a Dask cluster needs dask.distributed: pip install "sbnlib[cluster]"') from None
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    if not isinstance(scheduler, str) or not scheduler.strip():
+        raise ValueError(f"scheduler must be a Dask scheduler address such as tcp://host:8786 or a "
+                         f"distributed.Client, got {scheduler!r}")
+    try:
+        resolve_address(scheduler.strip())  # a malformed address or an unknown host fails here, at once
+        return Client(scheduler.strip(), timeout=DASK_CONNECT_TIMEOUT_S), True
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot use the Dask scheduler at {scheduler!r}: {e}; give the address that "
+                         "`dask scheduler` prints, e.g. tcp://host:8786") from None
+
+
 def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int = 1,
-                progress: bool = True, desc: str = "runs") -> List[dict]:
+                progress: bool = True, desc: str = "runs", scheduler=None) -> List[dict]:
     """Run every config whose result file is missing; return all results in ``configs`` order.
 
-    ``jobs`` > 1 runs that many worker processes. Finished runs are written as they finish, so
-    an interruption loses at most the runs in flight.
+    ``jobs`` > 1 runs that many worker processes. ``scheduler`` (a Dask scheduler address or a
+    ``distributed.Client``) runs them on that cluster instead (``jobs`` is then ignored). The workers
+    need sbnlib installed, the data at ``root`` and ``runs_dir`` writable: they write the result
+    files there, so on a multi-machine cluster ``runs_dir`` should be on a shared filesystem; the
+    client also writes every result it receives whose file it does not see. Finished runs are
+    written as they finish, so an interruption loses at most the runs in flight.
     """
     from tqdm import tqdm
 
-    from .io import ensure_writable_dir
+    from .io import atomic_write_json, ensure_writable_dir
 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
@@ -204,7 +235,22 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run",
                disable=not progress, file=sys.stdout, mininterval=5)
     root = None if root is None else str(root)
-    if jobs == 1 or len(todo) <= 1:
+    if scheduler is not None and todo:
+        client, owned = dask_client(scheduler)  # first: without dask, the error names the fix
+        from distributed import as_completed as dask_completed
+
+        try:
+            futures = {client.submit(_run_one, configs[i], root, str(paths[i]), pure=False): i for i in todo}
+            for fut in dask_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                if not paths[i].exists():  # the worker wrote it on its own disk
+                    atomic_write_json(paths[i], results[i])
+                bar.update(1)
+        finally:
+            if owned:
+                client.close()
+    elif jobs == 1 or len(todo) <= 1:
         for i in todo:
             results[i] = _run_one(configs[i], root, str(paths[i]))
             bar.update(1)

@@ -336,6 +336,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
     probe = _ShiftProbe(model, x_train[:256], total_steps, cfg.probe_points)
     probe.maybe(0)
     bar = _progress(cfg, total_steps, progress)
+    loop_time = 0.0  # seconds in the step loops (with the probe's checkpoints; no selection or evaluation)
     for epoch in range(cfg.epochs):
         if cfg.reform_batches and epoch > 0:
             plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed, epoch=epoch)
@@ -343,6 +344,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
             needs_bn, sel_info = _selection(cfg, x_train, plan, epoch)
         model.train()
         loss_sum, correct = 0.0, 0
+        t_loop = time.perf_counter()
         for i in range(plan.shape[0]):
             idx = plan[i]
             xb, yb = x_train[idx], y_train[idx]
@@ -364,6 +366,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
             loss_sum += lv
             correct += (out.argmax(1) == yb).sum().item()
             bar.update(1)
+        loop_time += time.perf_counter() - t_loop
         n_seen = (i + 1) * cfg.batch_size
         test_acc, test_loss = evaluate(model, x_test, y_test, cfg.eval_batch_size)
         epochs.append({
@@ -405,6 +408,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
                "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},
         "data": ds.provenance,
         "wall_time_s": time.perf_counter() - t0,
+        "loop_time_s": loop_time,
         "versions": {"sbnlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
     }

@@ -119,12 +119,13 @@ n_test = None
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
 download = False         # True: fetch missing files through torchvision (needs internet)
 output_dir = "outputs"   # relative paths are relative to the repository root
-jobs = 1                 # worker processes (each run uses one thread, so results do not depend on jobs)""",
+jobs = 1                 # worker processes (each run uses one thread, so results do not depend on jobs)
+scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""",
                   metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
 P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,
                       methods=methods, n_train=n_train, n_test=n_test, data_root=data_root,
-                      output_dir=output_dir, jobs=jobs)
+                      output_dir=output_dir, jobs=jobs, scheduler=scheduler)
 ds = ex.load(P, download=download)
 print(ds, "\\nprovenance:", ds.provenance["status"], "-", ds.provenance["note"])
 for w in ds.provenance["warnings"]:
@@ -294,10 +295,11 @@ n_train = None
 n_test = None
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
 output_dir = "outputs"   # relative paths are relative to the repository root
-jobs = 1""", metadata={"tags": ["parameters"]}),
+jobs = 1
+scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""", metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
 P = ex.resolve_params(dataset, profile, n_train=n_train, n_test=n_test, data_root=data_root,
-                      output_dir=output_dir, jobs=jobs)
+                      output_dir=output_dir, jobs=jobs, scheduler=scheduler)
 ds = ex.load(P)
 print(ds, "\\nprovenance:", ds.provenance["status"])"""),
     new_markdown_cell("## Training the grid"),

@@ -35,6 +35,17 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     assert [f.name for f in tmp_path.iterdir()] == ["r.bin"]
 
 
+def test_next_write_removes_temporaries_of_a_killed_write(tmp_path):
+    p = tmp_path / "r.json"
+    stale = tmp_path / ".r.json.k1ll3d_1.tmp"  # what a SIGKILL between write and rename leaves
+    stale.write_text('{"half": ')
+    other = tmp_path / ".r.json.x.k1ll3d_2.tmp"  # a temporary of the file "r.json.x": not ours
+    other.write_text("keep")
+    atomic_write_json(p, {"a": 1})
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert sorted(f.name for f in tmp_path.iterdir()) == [other.name, "r.json"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_dir(tmp_path):
     d = tmp_path / "ro"

@@ -101,6 +101,7 @@ def test_experiment_on_shared_mnist_resumes_with_same_numbers(shared_data, tmp_p
         (dict(methods=["bn"]), "must include 'bn' and 'sbn'"),
         (dict(n_train=4, batch_sizes=[8]), "batch size 8 is larger than n_train=4"),
         (dict(jobs=0), "jobs must be an integer >= 1"),
+        (dict(scheduler="nonsense"), "cannot use the Dask scheduler at 'nonsense'"),
     ],
 )
 def test_bad_parameter_is_one_clear_error(tmp_path, params, message):

@@ -1,0 +1,179 @@
+"""The four benchmarks of issue 5, each a ratio measured side by side in one run; writes BENCH.md.
+
+    python bench/bench_suite.py --data-root ../shared/data [--out outputs/BENCH.md]
+
+1. Selective BN vs ``nn.BatchNorm2d``: training-step time when normalising and when skipping
+   (cnn_s on MNIST, batch sizes 2..128; interleaved rounds, median). Target: within 3% when
+   normalising, faster when skipping.
+2. Pre-training assessment (score every batch of an epoch's plan, fit the threshold, classify)
+   as a fraction of one training epoch at the same batch size, on MNIST's 60,000 training images.
+   The epoch time is the median step time (interleaved with the assessment) times the number of
+   steps in the epoch. Target: below 1%.
+3. Trainer throughput against a raw forward/backward/step loop over pre-made batch tensors, same
+   model, same batches, same number of steps (the trainer also records loss and gradient norm per
+   step and slices each batch out of the in-memory training tensor). Target: at least 90%.
+4. Sweep throughput, ``--jobs 2`` against ``--jobs 1``: the same 12 small runs, into fresh
+   folders. Target: at least 1.6x on 2 cores.
+
+Figures, not assertions: the script prints them and writes a Markdown file with the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_core import bench_step  # noqa: E402
+
+from sbnlib.data import load_dataset, make_batch_plan  # noqa: E402
+from sbnlib.io import atomic_write_bytes  # noqa: E402
+from sbnlib.models import build_model  # noqa: E402
+from sbnlib.scoring import score_batches  # noqa: E402
+from sbnlib.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
+from sbnlib.threshold import classify_batches, fit_threshold  # noqa: E402
+from sbnlib.train import TrainConfig, train  # noqa: E402
+
+BATCH_SIZES = [2, 4, 8, 16, 32, 64, 128]
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _raw_steps(model, opt, batches):
+    for xb, yb in batches:
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def bench_selective_bn(x, y, steps, rounds):
+    rows = bench_step(x, y, BATCH_SIZES, steps=steps, rounds=rounds)
+    return _table(["B", "bn ms/step", "sbn normalising ms/step", "sbn skipping ms/step", "normalising / bn",
+                   "skipping / bn"],
+                  [(b, f"{bn:.3f}", f"{on:.3f}", f"{off:.3f}", f"{on / bn:.3f}", f"{off / bn:.3f}")
+                   for b, bn, on, off in rows])
+
+
+def bench_assessment(x, y, steps, rounds, scorer="feature_std"):
+    print(f"\n## Assessment cost vs one training epoch ({x.shape[0]} images, scorer {scorer})")
+    rows = []
+    for b in BATCH_SIZES:
+        plan = make_batch_plan(x.shape[0], b, seed=0)
+        torch.manual_seed(0)
+        model = build_model("cnn_s", x.shape[1:], 10, norm="bn")
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        batches = [(x[i], y[i]) for i in plan[:steps]]
+        t_assess, t_step = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            scores = score_batches(x, b, scorer, order=plan)
+            classify_batches(scores, fit_threshold(scores, "mean"))
+            t_assess.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            _raw_steps(model, opt, batches)
+            t_step.append((time.perf_counter() - t) / len(batches))
+        assess, epoch = statistics.median(t_assess), statistics.median(t_step) * plan.shape[0]
+        print(f"B={b:>4}: assessment {assess:.3f} s, epoch {epoch:.1f} s ({plan.shape[0]} steps), "
+              f"ratio {100 * assess / epoch:.2f}%")
+        rows.append((b, plan.shape[0], f"{assess:.3f}", f"{epoch:.1f}", f"{100 * assess / epoch:.2f}%"))
+    return _table(["B", "steps per epoch", "assessment s", "epoch s (median step x steps)", "assessment / epoch"],
+                  rows)
+
+
+def bench_trainer(data_root, rounds, n_train=2000):
+    """The trainer's step loops (``loop_time_s`` of its record: slicing batches out of the
+    in-memory tensor, selection switch, loss and gradient-norm bookkeeping; no probe, evaluation
+    excluded) vs the raw loop over the same batches, pre-sliced, on the same model."""
+    print("\n## Trainer throughput vs a raw loop on pre-made tensors")
+    small = load_dataset("mnist", root=data_root, n_train=n_train, n_test=100)
+    x, y = small.normalize(small.x_train), small.y_train
+    data = (small, x, small.normalize(small.x_test))
+    rows = []
+    for b in (2, 8, 32, 128):
+        cfg = TrainConfig(dataset="mnist", method="bn", batch_size=b, epochs=1, seed=0, n_train=n_train,
+                          n_test=100, probe_points=0)
+        plan = make_batch_plan(n_train, b, seed=0)
+        batches = [(x[i].clone(), y[i].clone()) for i in plan]
+        t_tr, t_whole, t_raw = [], [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            t_tr.append(train(cfg, dataset=data)["loop_time_s"])
+            t_whole.append(time.perf_counter() - t)
+            torch.manual_seed(0)
+            model = build_model(cfg.model, x.shape[1:], 10, norm="bn")
+            opt = torch.optim.SGD(model.parameters(), lr=cfg.effective_lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay)
+            t = time.perf_counter()
+            _raw_steps(model, opt, batches)
+            t_raw.append(time.perf_counter() - t)
+        tr, whole, raw = statistics.median(t_tr), statistics.median(t_whole), statistics.median(t_raw)
+        print(f"B={b:>4}: trainer loop {tr:.2f} s (whole train() {whole:.2f} s), raw loop {raw:.2f} s, "
+              f"throughput ratio {raw / tr:.3f}")
+        rows.append((b, plan.shape[0], f"{tr:.2f}", f"{raw:.2f}", f"{raw / tr:.3f}", f"{whole:.2f}"))
+    return _table(["B", "steps", "trainer step loop s", "raw loop s", "trainer throughput / raw",
+                   "whole train() s (with selection, evaluation, drift)"], rows)
+
+
+def bench_jobs(data_root):
+    print("\n## Sweep throughput, --jobs 2 vs --jobs 1")
+    p = profile_params("cpu", batch_sizes=[8, 32, 128], seeds=2, n_train=1000, n_test=500, epochs=1,
+                       methods=["bn", "sbn"])
+    configs = experiment_configs("mnist", p)
+    walls = {}
+    for jobs in (1, 2):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            run_configs(configs, d, root=data_root, jobs=jobs, progress=False)
+            walls[jobs] = time.perf_counter() - t
+        print(f"jobs={jobs}: {walls[jobs]:.1f} s for {len(configs)} runs")
+    print(f"speed-up {walls[1] / walls[2]:.2f}x")
+    return _table(["runs", "jobs=1 s", "jobs=2 s", "speed-up"],
+                  [(len(configs), f"{walls[1]:.1f}", f"{walls[2]:.1f}", f"{walls[1] / walls[2]:.2f}x")])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-root", default=os.environ.get("SBN_DATA_ROOT"))
+    ap.add_argument("--out", default=str(REPO / "outputs" / "BENCH.md"))
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    machine = (f"{platform.platform()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+               f"torch {torch.__version__}, {torch.get_num_threads()} torch threads in the main process, "
+               f"Python {platform.python_version()}")
+    print("machine:", machine)
+    t0 = time.perf_counter()
+    ds = load_dataset("mnist", root=args.data_root)
+    x = ds.normalize(ds.x_train)
+    sections = {
+        "1. Selective BN vs nn.BatchNorm2d, training-step time": bench_selective_bn(x, ds.y_train, 30, args.rounds),
+        "2. Pre-training assessment as a fraction of one epoch": bench_assessment(x, ds.y_train, 30, args.rounds),
+        "3. Trainer throughput vs the raw loop": bench_trainer(args.data_root, max(3, args.rounds // 2)),
+        "4. Sweep throughput, --jobs 2 vs --jobs 1": bench_jobs(args.data_root),
+    }
+    text = ["# Benchmarks", "", f"Produced by `python bench/bench_suite.py` in {time.perf_counter() - t0:.0f} s.",
+            "", f"- machine: {machine}", f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", "",
+            (__doc__.split("\n\n", 1)[1].split("Figures, not assertions")[0]).strip(), ""]
+    for title, table in sections.items():
+        text += [f"## {title}", "", table, ""]
+    atomic_write_bytes(args.out, "\n".join(text).encode())
+    print("written", args.out)
+
+
+if __name__ == "__main__":
+    main()
