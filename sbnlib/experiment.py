@@ -277,7 +277,10 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
 
 
 def summary(datasets, output_dir="outputs"):
-    """Collect every dataset's verdicts; write REPORT.md; return (verdict table, statuses)."""
+    """Collect every dataset's verdicts; write REPORT.md.
+
+    Returns ``(verdicts, statuses, report_path, extra)``; ``extra["sanity"]`` is the BN-vs-GroupNorm
+    table and ``extra["collapse"]`` the collapse diagnosis in words."""
     out = _repo_path(output_dir)
     frames, statuses = [], {}
     for d in datasets:
@@ -316,8 +319,22 @@ def summary(datasets, output_dir="outputs"):
                                         *report.sanity_sentences(sanity), "",
                                         "![sanity_bn_vs_gn](sanity_bn_vs_gn.png)"]))
             figs.remove("sanity_bn_vs_gn.png")
+    collapse = [line for d in datasets if statuses[d]["status"] == "ok" and (out / d / "collapse.csv").exists()
+                for line in report.collapse_sentences(pd.read_csv(out / d / "collapse.csv", comment="#",
+                                                                  index_col=[0, 1]), d)]
+    if collapse:
+        sections.append("\n".join(["## Why selective BN loses accuracy", "", COLLAPSE_NOTE, "", *collapse]))
     path = report.write_report(out, datasets, verdicts, figs, prov, sections)
-    return verdicts, statuses, path, sanity
+    return verdicts, statuses, path, {"sanity": sanity, "collapse": collapse}
+
+
+COLLAPSE_NOTE = (
+    "Each dataset's `collapse` table, at its smallest and largest batch size. If selective BN's accuracy gap "
+    "to BN is as large on its own training batches as on the test set, and its training loss stays high, "
+    "the network did not fit: the loss comes from training with BN switched off on some steps (the same "
+    "weights must serve a normalised and an unnormalised network), not from inference with running "
+    "statistics gathered on part of the batches. `random` skips as many batches chosen at random; "
+    "`sbn_frozen` normalises skipped batches with the running statistics instead of passing them through.")
 
 
 SANITY_NOTE = (

@@ -20,6 +20,7 @@ from . import stats
 from .io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "inference_table", "collapse_table",
+           "collapse_sentences",
            "bn_vs_gn_sanity", "sanity_sentences", "git_commit", "library_versions", "make_provenance",
            "markdown_table", "write_table", "accuracy_tables", "stability_tables", "c2_verdicts",
            "verdict_sentences", "write_status", "read_status", "write_report"]
@@ -240,6 +241,28 @@ def collapse_table(results: Sequence[dict], methods=("bn", "sbn", "sbn_frozen", 
         return pd.DataFrame()
     t = pd.DataFrame(rows).groupby(["batch_size", "method"])[list(COLLAPSE_COLUMNS)].mean()
     return t.round(3).rename(columns=COLLAPSE_COLUMNS)
+
+
+def collapse_sentences(collapse: pd.DataFrame, dataset: str, batch_sizes: Optional[Sequence[int]] = None) -> List[str]:
+    """:func:`collapse_table` in words for ``dataset``, one line per batch size (default: the
+    smallest and the largest): how much of selective BN's test-accuracy gap to BN is already there
+    on the training batches, and the training loss on its BN-on and BN-off steps."""
+    c = collapse.rename(columns={v: k for k, v in COLLAPSE_COLUMNS.items()})
+    sizes = sorted({b for b, _ in c.index})
+    lines = []
+    for b in (batch_sizes if batch_sizes is not None else sorted({sizes[0], sizes[-1]})):
+        if (b, "bn") not in c.index or (b, "sbn") not in c.index:
+            continue
+        bn, sbn = c.loc[(b, "bn")], c.loc[(b, "sbn")]
+        parts = [f"- **{dataset}**, B={b}: accuracy bn - sbn is {bn.test_acc - sbn.test_acc:+.1f} pp on the test set "
+                 f"and {bn.train_acc - sbn.train_acc:+.1f} pp on the training batches; sbn's last-epoch "
+                 f"training loss is {sbn.loss_all:.3f} ({sbn.loss_on:.3f} on BN-on steps, {sbn.loss_off:.3f} on "
+                 f"BN-off steps) against bn's {bn.loss_all:.3f}"]
+        for m, label in (("random", "random (same rate)"), ("sbn_frozen", "sbn_frozen")):
+            if (b, m) in c.index:
+                parts.append(f"{label} {c.loc[(b, m)].loss_all:.3f}")
+        lines.append(", ".join(parts) + ".")
+    return lines
 
 
 def bn_vs_gn_sanity(runs: Dict[str, pd.DataFrame], small: Optional[int] = None, large: int = 32,

@@ -182,3 +182,14 @@ def test_bn_vs_gn_sanity_skips_datasets_without_both_methods():
     df = _bn_gn_runs(0.1, 0.0)
     assert len(report.bn_vs_gn_sanity({"x": df[df.method == "bn"]})) == 0
     assert len(report.bn_vs_gn_sanity({"x": df[df.batch_size == 32]})) == 0
+
+
+def test_collapse_sentences_state_train_and_test_gaps():
+    rs = [_result("bn", 8, 0, [1, 1, 0.2, 0.2], [True] * 4, acc=0.9),
+          _result("sbn", 8, 0, [1, 1, 0.5, 1.5], [True, False] * 2, acc=0.6),
+          _result("random", 8, 0, [1, 1, 0.7, 1.7], [True, False] * 2, acc=0.5)]
+    rs[1]["epochs"][-1] = {"train_acc": 0.7}
+    lines = report.collapse_sentences(report.collapse_table(rs), "toy")
+    assert lines == ["- **toy**, B=8: accuracy bn - sbn is +30.0 pp on the test set and +20.0 pp on the training "
+                     "batches; sbn's last-epoch training loss is 1.000 (0.500 on BN-on steps, 1.500 on BN-off "
+                     "steps) against bn's 0.200, random (same rate) 1.200."]
