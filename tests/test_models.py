@@ -68,3 +68,14 @@ def test_unknown_names():
         build_model("resnet", (1, 28, 28), 10)
     with pytest.raises(ValueError, match="already registered"):
         register_norm("bn")(lambda c, d: None)
+
+
+def test_cnn_is_channels_last_and_takes_either_input_layout():
+    torch.manual_seed(0)
+    m = build_model("cnn_s", (3, 32, 32), 10, norm="bn").eval()
+    conv = next(p for p in m.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        a, b = m(x), m(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(a, b)
