@@ -34,11 +34,31 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
-def _data_args(p: argparse.ArgumentParser, subsets: bool = True) -> None:
-    """--dataset, --data-root, --download; with ``subsets`` also --n-train, --n-test, --data-seed."""
+def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool = False) -> None:
+    """--dataset, --data-root, --download; with ``subsets`` also --n-train, --n-test, --data-seed;
+    with ``own_data`` the alternative --data PATH and its reading options."""
     from .data import dataset_names
 
-    p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset name")
+    if own_data:
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("--dataset", choices=dataset_names(), help="a benchmark dataset")
+        g.add_argument("--data", metavar="PATH", help="your own data: an image folder (root/<class>/<image>), "
+                       "a .npy / .npz array file (N, ...) or a CSV file of numeric features")
+        o = p.add_argument_group("reading --data")
+        o.add_argument("--image-size", type=_positive_int, default=32,
+                       help="image folders: every image is resized to SIZE x SIZE (default 32)")
+        o.add_argument("--channels", type=int, choices=[1, 2, 3, 4], default=None,
+                       help="image folders: convert every image to this many channels (default: the first image's)")
+        o.add_argument("--label-column", default=None, help="CSV: a column (name or 0-based index) to drop")
+        o.add_argument("--header", choices=["auto", "yes", "no"], default="auto",
+                       help="CSV: whether the first row is a header (auto: when it holds no number)")
+        o.add_argument("--array-key", default=None, help=".npz: which array (default: the only one, or x / data / features / images)")
+        o.add_argument("--layout", choices=["auto", "nchw", "nhwc"], default="auto", help="4-D arrays: channel axis")
+        o.add_argument("--skip-bad", action="store_true",
+                       help="skip unreadable images, rows with NaN or non-numeric cells, empty classes ... and count them in the report")
+        o.add_argument("--chunk-mb", type=float, default=64, help="pass 2 reads about this many MiB of inputs at a time")
+    else:
+        p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset name")
     p.add_argument("--data-root", default=None, help="data folder (default: $SBN_DATA_ROOT, else ./data)")
     p.add_argument("--download", action="store_true", help="download missing files through torchvision")
     if not subsets:
@@ -57,15 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
-    a = sub.add_parser("assess", help="score and classify training batches (no training)")
-    _data_args(a)
+    a = sub.add_parser("assess", help="score and classify training batches (no training); should I use BN on my data?")
+    _data_args(a, own_data=True)
     a.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     a.add_argument("--scorer", choices=sorted(SCORERS), default="feature_std")
     a.add_argument("--threshold", choices=list(STRATEGIES), default="mean")
     a.add_argument("--q", type=float, default=None, help="quantile for --threshold quantile")
     a.add_argument("--rate", type=float, default=None, help="fraction normalised for --threshold rate")
     a.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the batch plans")
-    a.add_argument("--out", default="outputs/assess", help="folder for the JSON and the histogram PNG")
+    a.add_argument("--evidence", default="auto", metavar="DIR",
+                   help="results folder with the benchmark evidence (REPORT.md, <dataset>/verdicts.csv); "
+                        "default: ./outputs, else the repository's outputs/")
+    a.add_argument("--out", default="outputs/assess", help="folder for the JSON, the histogram PNG and the HTML report")
 
     c = sub.add_parser("check-data", help="check that a dataset's files are present and readable")
     _data_args(c, subsets=False)
@@ -91,32 +114,56 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _assess(args) -> int:
-    from .assess import assess, summary_table
-    from .data import load_dataset
+    from .assess import (add_recommendations, assess, assess_data, benchmark_evidence, recommendation_lines,
+                         summary_table, write_html_report)
     from .io import atomic_write_json, ensure_writable_dir
     from .plots import plot_score_histograms
     from .threshold import fit_threshold
 
     fit_threshold([0.0, 1.0], args.threshold, q=args.q, rate=args.rate)  # bad --q / --rate: now, not after loading
+    if args.data is not None:
+        given = [o for o, v in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--data-root", args.data_root),
+                                ("--download", args.download)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to --dataset only; with --data every item of {args.data} is used")
     out = ensure_writable_dir(args.out)
-    ds = load_dataset(args.dataset, root=args.data_root, download=args.download,
-                      n_train=args.n_train, n_test=args.n_test, seed=args.data_seed)
-    too_big = [b for b in args.batch_sizes if b > ds.x_train.shape[0]]
-    if too_big:
-        raise ValueError(f"batch size {too_big[0]} is larger than the {ds.x_train.shape[0]} training images "
-                         f"of {args.dataset}; drop it or raise --n-train")
-    x = ds.normalize(ds.x_train)
-    result = assess(x, args.batch_sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
-                    seed=args.seed, progress=True)
-    result.update(dataset=args.dataset, data=ds.provenance)
-    stem = f"assess_{args.dataset}_{args.scorer}_{args.threshold}"
+    if args.data is not None:
+        result = assess_data(args.data, args.batch_sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
+                             seed=args.seed, progress=True, image_size=args.image_size, channels=args.channels,
+                             label_column=args.label_column, header={"auto": None, "yes": True, "no": False}[args.header],
+                             array_key=args.array_key, layout=args.layout, skip_bad=args.skip_bad,
+                             evidence=args.evidence, chunk_mb=args.chunk_mb)
+        name, inp = result["input"]["name"], result["input"]
+        head = (f"{args.data} ({inp['kind']}): {inp['n_used']} of {inp['n_items']} items used, item shape "
+                f"{'x'.join(map(str, inp['item_shape']))}, standardised {inp['standardisation']}")
+    else:
+        from .data import load_dataset
+
+        ds = load_dataset(args.dataset, root=args.data_root, download=args.download,
+                          n_train=args.n_train, n_test=args.n_test, seed=args.data_seed)
+        too_big = [b for b in args.batch_sizes if b > ds.x_train.shape[0]]
+        if too_big:
+            raise ValueError(f"batch size {too_big[0]} is larger than the {ds.x_train.shape[0]} training images "
+                             f"of {args.dataset}; drop it or raise --n-train")
+        x = ds.normalize(ds.x_train)
+        result = assess(x, args.batch_sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
+                        seed=args.seed, progress=True)
+        result.update(dataset=args.dataset, data=ds.provenance)
+        add_recommendations(result, benchmark_evidence(args.evidence))
+        name = args.dataset
+        head = f"{args.dataset} ({ds.provenance.get('status', '?')}), {result['n_samples']} training images"
+    stem = f"assess_{name}_{args.scorer}_{args.threshold}"
     png = out / f"{stem}.png"
-    plot_score_histograms(result, png, title=f"{args.dataset}: batch heterogeneity ({args.scorer}, {args.threshold})")
+    plot_score_histograms(result, png, title=f"{name}: batch heterogeneity ({args.scorer}, {args.threshold})")
+    page = write_html_report(result, out / f"{stem}.html")
     atomic_write_json(out / f"{stem}.json", result)
-    print(f"{args.dataset} ({ds.provenance.get('status', '?')}), {result['n_samples']} training images, "
-          f"scorer={args.scorer}, threshold={args.threshold}")
+    print(f"{head}, scorer={args.scorer}, threshold={args.threshold}")
+    sk = result.get("skipped") or {}
+    if sk.get("count"):
+        print(f"skipped {sk['count']} bad items (--skip-bad): " + ", ".join(f"{k}: {v}" for k, v in sk["by_reason"].items()))
     print(summary_table(result))
-    print(f"wrote {out / (stem + '.json')} and {png}")
+    print("\n".join(recommendation_lines(result)))
+    print(f"wrote {out / (stem + '.json')}, {png} and {page}")
     return 0
 
 

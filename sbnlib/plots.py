@@ -11,7 +11,7 @@ import pandas as pd
 
 from .io import atomic_write_bytes
 
-__all__ = ["plot_score_histograms"]
+__all__ = ["plot_score_histograms", "plot_frac_needs_bn", "plot_benchmark_evidence"]
 
 
 def _save(fig, path):
@@ -41,6 +41,47 @@ def plot_score_histograms(result: dict, path=None, title: str | None = None):
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     fig.suptitle(title or f"Batch heterogeneity ({result['scorer']}, threshold: {result['threshold_strategy']})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_benchmark_evidence(evidence: dict, batch_sizes=(), path=None, title=None):
+    """Benchmark evidence: selective BN minus BN test accuracy (pp, 95% CI) per dataset and batch size.
+
+    ``evidence`` is :func:`sbnlib.assess.benchmark_evidence`'s result (rows with ``sbn-bn diff (pp)``
+    and ``sbn-bn 95% CI (pp)`` as read from each dataset's ``accuracy.csv``); ``batch_sizes``
+    (the user's) are shaded grey.
+    """
+    import re
+
+    from .assess import DATASET_TITLES, _title
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    by_ds = {}
+    for r in evidence.get("rows", []):
+        d = r.get("sbn-bn diff (pp)")
+        if isinstance(d, (int, float)) and np.isfinite(d):
+            ci = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", str(r.get("sbn-bn 95% CI (pp)", "")))][:2]
+            by_ds.setdefault(r["dataset"], []).append((r["batch_size"], d, ci if len(ci) == 2 else [d, d]))
+    sizes = sorted({b for v in by_ds.values() for b, _, _ in v} | {int(b) for b in batch_sizes if b >= 1})
+    rank = list(DATASET_TITLES)
+    for i, (ds, pts) in enumerate(sorted(by_ds.items(), key=lambda kv: (rank.index(kv[0]) if kv[0] in rank else len(rank), kv[0]))):
+        pts.sort()
+        b = np.array([p[0] for p in pts], float) * (1 + 0.04 * (i - (len(by_ds) - 1) / 2))  # dodge
+        d = np.array([p[1] for p in pts])
+        lo = d - np.array([p[2][0] for p in pts])
+        hi = np.array([p[2][1] for p in pts]) - d
+        ax.errorbar(b, d, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], marker="o", ms=4, capsize=3, label=_title(ds))
+    for b in batch_sizes:
+        ax.axvspan(b / 1.15, b * 1.15, color="#999999", alpha=0.25, lw=0)
+    ax.axhline(0, color="k", lw=0.8)
+    if sizes:
+        _batch_axis(ax, sizes)
+    ax.set_ylabel("selective BN - BN accuracy (pp)")
+    ax.grid(alpha=0.3)
+    if by_ds:
+        ax.legend(fontsize=8)
+    ax.set_title(title or "Measured on the benchmarks: below 0 = selective BN less accurate than BN", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

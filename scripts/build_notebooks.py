@@ -84,6 +84,21 @@ if "domain_auroc" in result:
     display(pd.DataFrame(result["domain_auroc"]).set_index("batch_size"))
 else:
     print(f"{dataset} has no known mix of sources; nothing to check")"""),
+    new_markdown_cell("""\
+## Should I use BN on this data?
+
+The assessment in plain language, per batch size: how many batches are heterogeneous, what
+selective BN would do with them, and a recommendation with the measured evidence it rests on: the
+verdicts and accuracies of the benchmark experiments found under `output_dir`
+(`<dataset>/verdicts.csv`, `accuracy.csv`, `REPORT.md`), or a note that there are none yet. The
+same report, as a self-contained HTML page, is written to `feasibility_report.html`; for your own
+data run `python -m sbnlib assess --data PATH` (an image folder, a `.npy`/`.npz` array or a CSV)."""),
+    new_code_cell("""\
+from IPython.display import HTML
+from sbnlib.assess import add_recommendations, benchmark_evidence, report_html, write_html_report
+add_recommendations(result, benchmark_evidence(P.output_dir))
+write_html_report(result, P.out / "feasibility_report.html")
+display(HTML(report_html(result, fragment=True)))"""),
 ]
 
 EXPERIMENT = [

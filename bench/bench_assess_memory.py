@@ -1,0 +1,136 @@
+"""Peak memory of the feasibility assessment of your own data (``assess --data``) as the data grow.
+
+Generates a synthetic image folder (``root/<class>/<image>.png``, 10 classes, RGB, sides 24-40 px so
+that every image is resized) with ``--n`` images times each scale, and runs
+``sbnlib.assess.assess_data`` on it in a fresh subprocess per size, which reports
+
+* peak RSS (``resource.getrusage(...).ru_maxrss``) and its growth over the RSS right after the
+  imports (Python, torch, PIL: the fixed cost),
+* the tracemalloc peak during the assessment (Python and numpy allocations; torch's own tensor
+  allocations are not traced, so RSS is the figure that counts),
+* for comparison, the size of the whole standardised input as one float32 array, which the
+  in-memory path would hold.
+
+Memory is bounded when the growth stays flat while the data grow 10x and 100x: pass 1 reads blocks
+of about 2**20 values, pass 2 chunks of about ``--chunk-mb`` MiB.
+
+    python bench/bench_assess_memory.py                       # 1x: 2,000 images
+    python bench/bench_assess_memory.py --scales 1 10         # and 20,000 images
+    python bench/bench_assess_memory.py --scales 1 10 100     # and 200,000 images (several minutes, ~0.6 GB of PNGs)
+    python bench/bench_assess_memory.py --chunk-mb 4          # a smaller pass-2 chunk
+
+The folders are generated under ``--workdir`` (default: a temporary folder, removed at the end
+unless ``--keep``); an existing folder of the right size there is reused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_folder(root: Path, n: int, seed: int = 0) -> float:
+    """``n`` PNGs in 10 class folders; returns the seconds it took (0 when reused)."""
+    import numpy as np
+    from PIL import Image
+
+    done = root / ".complete"
+    if done.exists() and done.read_text() == str(n):
+        return 0.0
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    for c in range(10):
+        (root / f"class_{c}").mkdir(parents=True)
+    yy, xx = np.mgrid[0:40, 0:40]
+    for i in range(n):
+        s = 24 + i % 17
+        base = (np.sin(xx[:s, :s] / (3 + i % 5)) + np.cos(yy[:s, :s] / (2 + i % 7)))[..., None] * 60 + 128
+        img = base * rng.uniform(0.3, 1.2, 3) + rng.normal(0, 20, (s, s, 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / f"class_{i % 10}" / f"{i:07d}.png")
+    done.write_text(str(n))
+    return time.perf_counter() - t0
+
+
+def child(folder: str, batch_sizes, chunk_mb: float, image_size: int, trace: bool) -> None:
+    """Run one assessment and print one JSON line of measurements."""
+    import tracemalloc
+
+    import torch
+
+    from sbnlib.assess import assess_data
+
+    torch.set_num_threads(1)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    if trace:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    res = assess_data(folder, batch_sizes, evidence=None, chunk_mb=chunk_mb, image_size=image_size)
+    secs = time.perf_counter() - t0
+    traced = tracemalloc.get_traced_memory()[1] / 2**20 if trace else None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    shape = res["input"]["item_shape"]
+    whole = res["input"]["n_used"] * 4 * shape[0] * shape[1] * shape[2] / 2**20
+    print(json.dumps({"n": res["input"]["n_used"], "seconds": secs, "rss_after_imports_mb": rss0, "rss_peak_mb": rss,
+                      "rss_growth_mb": rss - rss0, "tracemalloc_peak_mb": traced, "whole_float32_mb": whole,
+                      "frac_needs_bn": {r["batch_size"]: r["frac_needs_bn"] for r in res["batch_sizes"]}}))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=2000, help="images at scale 1 (default 2000)")
+    ap.add_argument("--scales", type=int, nargs="+", default=[1], help="multiples of --n to run (default: 1; try 1 10 100)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 32])
+    ap.add_argument("--chunk-mb", type=float, default=64, help="pass-2 chunk (assess --chunk-mb; default 64)")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--no-tracemalloc", action="store_true", help="measure RSS only (tracemalloc slows the run)")
+    ap.add_argument("--workdir", default=None, help="where to generate the folders (default: a temporary folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated folders")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child, args.batch_sizes, args.chunk_mb, args.image_size, not args.no_tracemalloc)
+        return 0
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sbn-bench-"))
+    rows = []
+    try:
+        for scale in args.scales:
+            n = args.n * scale
+            folder = work / f"images_{n}"
+            gen = make_folder(folder, n)
+            cmd = [sys.executable, __file__, "--child", str(folder), "--batch-sizes", *map(str, args.batch_sizes),
+                   "--chunk-mb", str(args.chunk_mb), "--image-size", str(args.image_size)]
+            if args.no_tracemalloc:
+                cmd.append("--no-tracemalloc")
+            env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if p.returncode:
+                print(p.stderr, file=sys.stderr)
+                return p.returncode
+            m = json.loads(p.stdout.strip().splitlines()[-1])
+            m.update(scale=scale, generate_s=gen)
+            rows.append(m)
+            print(f"{scale:>4}x {m['n']:>9,} images: {m['seconds']:7.1f} s, peak RSS {m['rss_peak_mb']:7.1f} MiB "
+                  f"(+{m['rss_growth_mb']:.1f} over {m['rss_after_imports_mb']:.1f} after imports), tracemalloc peak "
+                  + (f"{m['tracemalloc_peak_mb']:.1f} MiB" if m["tracemalloc_peak_mb"] is not None else "n/a")
+                  + f"; the whole standardised set would be {m['whole_float32_mb']:,.1f} MiB"
+                  + (f" (generated in {gen:.0f} s)" if gen else ""), flush=True)
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"batch sizes {args.batch_sizes}, chunk {args.chunk_mb} MiB, images resized to {args.image_size}x{args.image_size}; "
+          f"python {sys.version.split()[0]}, pid-per-size subprocesses")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
