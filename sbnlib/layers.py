@@ -137,7 +137,7 @@ def selective_layers(model: nn.Module) -> Iterator[_SelectiveBatchNorm]:
 
 
 @contextmanager
-def selective_bn(model: nn.Module, enabled: bool):
+def selective_bn(model, enabled: bool):
     """Set the normalise/skip decision of every selective BN layer of ``model`` for one step.
 
     >>> with selective_bn(model, enabled=bool(needs_bn[step])):
@@ -145,9 +145,11 @@ def selective_bn(model: nn.Module, enabled: bool):
     ...     loss.backward()
 
     The previous decisions are restored on exit. Layers are only *called* inside the forward pass,
-    so the backward pass may run inside or outside the block with the same result.
+    so the backward pass may run inside or outside the block with the same result. ``model`` may
+    also be a list of the layers (``list(selective_layers(model))``), which a training loop can
+    compute once instead of walking the modules at every step.
     """
-    layers = list(selective_layers(model))
+    layers = list(selective_layers(model)) if isinstance(model, nn.Module) else list(model)
     previous = [layer.enabled for layer in layers]
     for layer in layers:
         layer.enabled = bool(enabled)

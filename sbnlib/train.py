@@ -335,6 +335,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
     total_steps = plan.shape[0] * cfg.epochs
     probe = _ShiftProbe(model, x_train[:256], total_steps, cfg.probe_points)
     probe.maybe(0)
+    sel_layers = list(selective_layers(model))  # switched on/off per step
     bar = _progress(cfg, total_steps, progress)
     loop_time = 0.0  # seconds in the step loops (with the probe's checkpoints; no selection or evaluation)
     for epoch in range(cfg.epochs):
@@ -348,7 +349,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
         for i in range(plan.shape[0]):
             idx = plan[i]
             xb, yb = x_train[idx], y_train[idx]
-            with selective_bn(model, enabled=bool(needs_bn[i])):
+            with selective_bn(sel_layers, enabled=bool(needs_bn[i])):
                 out = model(xb)
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
@@ -364,7 +365,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
             opt.step()
             probe.maybe(len(steps["loss"]))
             loss_sum += lv
-            correct += (out.argmax(1) == yb).sum().item()
+            correct += (out.argmax(1) == yb).sum()  # a tensor: one .item() per epoch
             bar.update(1)
         loop_time += time.perf_counter() - t_loop
         n_seen = (i + 1) * cfg.batch_size
@@ -372,7 +373,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
         epochs.append({
             "epoch": epoch,
             "train_loss": loss_sum / (i + 1),
-            "train_acc": correct / n_seen,
+            "train_acc": int(correct) / n_seen,
             "test_acc": test_acc,
             "test_loss": test_loss,
             "frac_normalized": float(np.mean(needs_bn)) if n_bn_layers else 0.0,
