@@ -11,7 +11,7 @@ usage() {
 usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
                     [--ablation-dataset NAME | --no-ablation] [--scheduler ADDR]
-  --profile        smoke (minutes), cpu (default, about an hour on 2 cores), paper (full data; GPU or a long run)
+  --profile        smoke (minutes), cpu (default, 1.5-2 hours on 2 cores), paper (full data; GPU or a long run)
   --datasets       which datasets (default: the paper's four and mnist_fmnist_mix, the heterogeneity stress set)
   --data-root      where the datasets are (default: $SBN_DATA_ROOT, else ./data)
   --download       fetch missing datasets through torchvision (needs internet)

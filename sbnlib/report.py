@@ -297,7 +297,10 @@ def bn_vs_gn_sanity(runs: Dict[str, pd.DataFrame], small: Optional[int] = None, 
                      "p Wilcoxon": c["p_wilcoxon"],
                      "BN drops more than GN": stats.verdict(c["mean_diff"], c["ci_low"], c["ci_high"], c["p_wilcoxon"])})
     t = pd.DataFrame(rows)
-    return t.round(2) if len(t) else t
+    if len(t):  # round the percentages, not the p-value
+        pct = [c for c in t.columns if c.endswith("(%)") or c.endswith("(pp)")]
+        t[pct] = t[pct].round(2)
+    return t
 
 
 def sanity_sentences(sanity: pd.DataFrame) -> List[str]:

@@ -48,7 +48,7 @@ PROFILES = {
     # minutes, for tests and CI: two batch sizes, two seeds, tiny subsets
     "smoke": dict(_COMMON, batch_sizes=[4, 32], seeds=2, epochs=1, n_train=256, n_test=256,
                   methods=ALL_METHODS, probe_points=5),
-    # the default: the whole suite on a 2-core CPU in about an hour (README: measured wall time).
+    # the default: the whole suite on a 2-core CPU in 1.5-2 hours (README: measured wall time).
     # 10 seeds: the smallest exact two-sided Wilcoxon p is 2/2^10, and Holm over 7 batch sizes
     # multiplies it by up to 7 (0.014 < 0.05); with 8 seeds it would be 7 * 2/2^8 = 0.055, so no
     # difference could ever be significant.
