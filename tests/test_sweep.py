@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from sbnlib.sweep import (PROFILES, experiment_configs, iter_results, load_result, profile_params,
+from sbnlib.sweep import (ABLATION, PROFILES, experiment_configs, iter_results, load_result, profile_params,
                           result_path, run_configs)
 
 
@@ -30,6 +30,10 @@ def test_profiles_cover_what_the_suite_promises():
     for name in PROFILES:  # issue 4: sbn against bn and every control, in every profile
         assert set(PROFILES[name]["methods"]) == {"none", "bn", "sbn", "sbn_frozen", "random", "gn"}, name
     assert PROFILES["paper"]["n_train"] is None  # full training sets
+    for name in ("cpu", "paper"):  # the ablation's sbn-vs-random tests, Holm over the inner rates, too
+        a = ABLATION[name]
+        inner = [r for r in a["rates"] if 0 < r < 1]
+        assert len(inner) * 2 / 2 ** a["seeds"] < 0.05, name
 
 
 def test_experiment_configs_are_paired_across_methods():
