@@ -11,13 +11,15 @@ that every image is resized) with ``--n`` images times each scale, and runs
 * for comparison, the size of the whole standardised input as one float32 array, which the
   in-memory path would hold.
 
-Memory is bounded when the growth stays flat while the data grow 10x and 100x: pass 1 reads blocks
-of about 2**20 values, pass 2 chunks of about ``--chunk-mb`` MiB.
+Memory is bounded when the growth stays flat while the data grow 10x and 100x. What it is made of:
+one pass-2 chunk of about ``--chunk-mb`` MiB of float32 inputs, a pass-1 block of 2**20 values, the
+scorer's float64 temporaries, and an index of about 40 bytes per image (its relative path, label,
+position in the shuffled order); the images themselves are never held whole.
 
     python bench/bench_assess_memory.py                       # 1x: 2,000 images
     python bench/bench_assess_memory.py --scales 1 10         # and 20,000 images
-    python bench/bench_assess_memory.py --scales 1 10 100     # and 200,000 images (several minutes, ~0.6 GB of PNGs)
-    python bench/bench_assess_memory.py --chunk-mb 4          # a smaller pass-2 chunk
+    python bench/bench_assess_memory.py --scales 1 10 100 --chunk-mb 64 16 --out outputs/BENCH_assess_memory.md
+                                                              # and 200,000 images (~0.6 GB of PNGs, ~15 min)
 
 The folders are generated under ``--workdir`` (default: a temporary folder, removed at the end
 unless ``--keep``); an existing folder of the right size there is reused.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import shutil
 import subprocess
@@ -90,16 +93,19 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=2000, help="images at scale 1 (default 2000)")
     ap.add_argument("--scales", type=int, nargs="+", default=[1], help="multiples of --n to run (default: 1; try 1 10 100)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 32])
-    ap.add_argument("--chunk-mb", type=float, default=64, help="pass-2 chunk (assess --chunk-mb; default 64)")
+    ap.add_argument("--chunk-mb", type=float, nargs="+", default=[64],
+                    help="pass-2 chunk(s) in MiB (assess --chunk-mb; default 64); several: one run per scale and chunk")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--no-tracemalloc", action="store_true", help="measure RSS only (tracemalloc slows the run)")
     ap.add_argument("--workdir", default=None, help="where to generate the folders (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the generated folders")
+    ap.add_argument("--out", default=None, help="also write the table as Markdown to this file (e.g. outputs/BENCH_assess_memory.md)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child, args.batch_sizes, args.chunk_mb, args.image_size, not args.no_tracemalloc)
+        child(args.child, args.batch_sizes, args.chunk_mb[0], args.image_size, not args.no_tracemalloc)
         return 0
+    t_start = time.perf_counter()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sbn-bench-"))
     rows = []
     try:
@@ -107,30 +113,65 @@ def main(argv=None) -> int:
             n = args.n * scale
             folder = work / f"images_{n}"
             gen = make_folder(folder, n)
-            cmd = [sys.executable, __file__, "--child", str(folder), "--batch-sizes", *map(str, args.batch_sizes),
-                   "--chunk-mb", str(args.chunk_mb), "--image-size", str(args.image_size)]
-            if args.no_tracemalloc:
-                cmd.append("--no-tracemalloc")
-            env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if p.returncode:
-                print(p.stderr, file=sys.stderr)
-                return p.returncode
-            m = json.loads(p.stdout.strip().splitlines()[-1])
-            m.update(scale=scale, generate_s=gen)
-            rows.append(m)
-            print(f"{scale:>4}x {m['n']:>9,} images: {m['seconds']:7.1f} s, peak RSS {m['rss_peak_mb']:7.1f} MiB "
-                  f"(+{m['rss_growth_mb']:.1f} over {m['rss_after_imports_mb']:.1f} after imports), tracemalloc peak "
-                  + (f"{m['tracemalloc_peak_mb']:.1f} MiB" if m["tracemalloc_peak_mb"] is not None else "n/a")
-                  + f"; the whole standardised set would be {m['whole_float32_mb']:,.1f} MiB"
-                  + (f" (generated in {gen:.0f} s)" if gen else ""), flush=True)
+            for chunk_mb in args.chunk_mb:
+                cmd = [sys.executable, __file__, "--child", str(folder), "--batch-sizes", *map(str, args.batch_sizes),
+                       "--chunk-mb", str(chunk_mb), "--image-size", str(args.image_size)]
+                if args.no_tracemalloc:
+                    cmd.append("--no-tracemalloc")
+                env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+                p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if p.returncode:
+                    print(p.stderr, file=sys.stderr)
+                    return p.returncode
+                m = json.loads(p.stdout.strip().splitlines()[-1])
+                m.update(scale=scale, chunk_mb=chunk_mb, generate_s=gen)
+                rows.append(m)
+                print(f"{scale:>4}x {m['n']:>9,} images, chunk {chunk_mb:g} MiB: {m['seconds']:7.1f} s, peak RSS "
+                      f"{m['rss_peak_mb']:7.1f} MiB (+{m['rss_growth_mb']:.1f} over {m['rss_after_imports_mb']:.1f} after "
+                      "imports), tracemalloc peak "
+                      + (f"{m['tracemalloc_peak_mb']:.1f} MiB" if m["tracemalloc_peak_mb"] is not None else "n/a")
+                      + f"; the whole standardised set would be {m['whole_float32_mb']:,.1f} MiB"
+                      + (f" (generated in {gen:.0f} s)" if gen else ""), flush=True)
+                gen = 0.0
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"batch sizes {args.batch_sizes}, chunk {args.chunk_mb} MiB, images resized to {args.image_size}x{args.image_size}; "
-          f"python {sys.version.split()[0]}, pid-per-size subprocesses")
+    setup = (f"batch sizes {args.batch_sizes}, images resized to {args.image_size}x{args.image_size}; "
+             f"one fresh subprocess per run; {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(setup)
+    if args.out:
+        write_markdown(args.out, rows, setup, time.perf_counter() - t_start, argv if argv is not None else sys.argv[1:])
+        print("written", args.out)
     return 0
 
+
+def _doc_paragraph(start: str) -> str:
+    return next(p for p in __doc__.split("\n\n") if p.startswith(start)).replace("\n", " ")
+
+
+def write_markdown(path, rows, setup: str, seconds: float, argv) -> None:
+    """The measurements as a Markdown table, with the growth per added image between scales."""
+    sys.path.insert(0, str(REPO))
+    from sbnlib.io import atomic_write_bytes
+
+    lines = ["# Peak memory of `assess --data` on an image folder", "",
+             f"Produced by `python bench/bench_assess_memory.py {' '.join(argv)}` in {seconds:.0f} s; {setup}.",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", "",
+             "| images | chunk (MiB) | seconds | peak RSS (MiB) | growth over imports (MiB) | "
+             "growth per added image vs the previous scale (bytes) | whole standardised set (MiB) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    last = {}
+    for m in rows:
+        prev = last.get(m["chunk_mb"])
+        per = ("" if prev is None else
+               f"{(m['rss_growth_mb'] - prev['rss_growth_mb']) * 2**20 / (m['n'] - prev['n']):.0f}")
+        lines.append(f"| {m['n']:,} | {m['chunk_mb']:g} | {m['seconds']:.1f} | {m['rss_peak_mb']:.1f} | "
+                     f"{m['rss_growth_mb']:.1f} | {per} | {m['whole_float32_mb']:,.1f} |")
+        last[m["chunk_mb"]] = m
+    lines += ["", "Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` of a fresh process; the growth is over the RSS "
+              "right after importing torch, PIL and sbnlib. While the data are smaller than one chunk the peak grows with "
+              "them; beyond, only the index grows. " + _doc_paragraph("Memory is bounded"), ""]
+    atomic_write_bytes(path, "\n".join(lines).encode())
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -138,7 +138,7 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
     """
     from tqdm.auto import tqdm
 
-    from .userdata import read_standardized
+    from .userdata import read_standardized, release_free_memory
 
     n = sc.n
     perm = make_batch_plan(n, 1, seed=seed).flatten().numpy()
@@ -157,12 +157,21 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
             for b in batch_sizes:
                 if start >= used[b]:
                     continue
-                part = xs[: min(stop, used[b]) - start]
-                buf = part if pending[b] is None else torch.cat([pending[b], part])
-                k = (buf.shape[0] // b) * b
+                part = xs[: min(stop, used[b]) - start]  # a view: no copy of the chunk per batch size
+                if pending[b] is not None:  # complete the batch carried over from the last chunk
+                    head = torch.cat([pending[b], part[: b - pending[b].shape[0]]])
+                    part = part[b - pending[b].shape[0]:]
+                    pending[b] = head if head.shape[0] < b else None
+                    if pending[b] is not None:
+                        continue
+                    parts[b].append(score_batches(head, b, scorer, max_elements=2**20))
+                k = (part.shape[0] // b) * b
                 if k:
-                    parts[b].append(score_batches(buf[:k], b, scorer, max_elements=2**20))
-                pending[b] = buf[k:].clone() if k < buf.shape[0] else None
+                    parts[b].append(score_batches(part[:k], b, scorer, max_elements=2**20))
+                    release_free_memory()  # the scorer's temporaries (see release_free_memory)
+                pending[b] = part[k:].clone() if k < part.shape[0] else None
+            del xs, part  # free this chunk before the next one is read
+            release_free_memory()
             bar.update(stop - start)
     finally:
         bar.close()

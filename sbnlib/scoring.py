@@ -132,10 +132,15 @@ def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] =
     :func:`sbnlib.data.make_batch_plan`. Without it, samples are taken in their stored order.
     A trailing partial batch (``len(order) % batch_size`` samples) is dropped, as in a batch plan.
     """
+    return x[_batch_index(x.shape[0], batch_size, order)]
+
+
+def _batch_index(n: int, batch_size: int, order: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The sample indices of :func:`batch_view`'s batches, ``(n_batches, batch_size)``."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if order is None:
-        order = torch.arange(x.shape[0])
+        order = torch.arange(n)
     order = torch.as_tensor(order, dtype=torch.long)
     if order.dim() == 2:
         if order.shape[1] != batch_size:
@@ -151,7 +156,7 @@ def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] =
                 "use a smaller batch size or more samples"
             )
         idx = order[: n_batches * batch_size].reshape(n_batches, batch_size)
-    return x[idx]
+    return idx
 
 
 def score_batches(
@@ -172,10 +177,14 @@ def score_batches(
     fn = get_scorer(scorer)
     if x.dim() < 2:
         raise ValueError(f"x must have shape (N, features...), got {tuple(x.shape)}")
-    batches = batch_view(x, batch_size, order)
-    per_batch = batches[0].numel()
+    idx = _batch_index(x.shape[0], batch_size, order)
+    per_batch = batch_size * x[0].numel()
     step = max(1, max_elements // max(per_batch, 1))
     if fn is pairwise_distance:  # (B x B) distance matrices per batch
         step = max(1, max_elements // max(per_batch + batch_size * batch_size, 1))
-    out = [fn(batches[i : i + step].to(torch.float64)) for i in range(0, batches.shape[0], step)]
-    return torch.cat(out)
+    # each slice gathers its own samples, so x is never copied whole; the scores go straight into
+    # one preallocated tensor, so no small results pile up between the slices' temporaries
+    out = torch.empty(idx.shape[0], dtype=torch.float64)
+    for i in range(0, idx.shape[0], step):
+        out[i : i + step] = fn(x[idx[i : i + step]].to(torch.float64))
+    return out

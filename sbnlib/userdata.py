@@ -362,6 +362,10 @@ class ArraySource(Source):
         elif layout == "nhwc":
             raise UserDataError(f"{label}: layout nhwc needs a 4-D array, got shape {arr.shape}")
         self.arr = arr
+        self._map = None  # a file-backed array is mapped afresh for every block read: see _array
+        if isinstance(arr, np.memmap):
+            self._map = dict(filename=arr.filename, dtype=arr.dtype, mode="r", offset=arr.offset, shape=arr.shape,
+                             order="F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C")
         self.n_items = int(arr.shape[0])
         shape = tuple(int(s) for s in arr.shape[1:])
         if arr.ndim == 3:
@@ -394,10 +398,16 @@ class ArraySource(Source):
         pos = f"column {bad[0]}" if a.ndim == 1 else "element [" + ", ".join(str(i) for i in (row, *bad)) + "]"
         return f"{what} at row {row}, {pos}" if a.ndim == 1 else f"{what} at row {row} ({pos})"
 
+    def _array(self) -> np.ndarray:
+        """The array to read a block from. A memory-mapped file is mapped afresh and unmapped when the
+        block read from it is dropped, so the pages read do not pile up in the resident memory of
+        this process (they would, in one mapping held open: a 100 GB file would count as 100 GB)."""
+        return self.arr if self._map is None else np.memmap(**self._map)
+
     def blocks(self, block_items: int) -> Iterator[Block]:
         floating = np.issubdtype(self.arr.dtype, np.floating)
         for start in range(0, self.n_items, block_items):
-            raw = np.asarray(self.arr[start:start + block_items])
+            raw = np.asarray(self._array()[start:start + block_items])
             ids = np.arange(start, start + raw.shape[0], dtype=np.int64)
             bad = []
             if floating:
@@ -411,7 +421,7 @@ class ArraySource(Source):
             yield ids, self._convert(raw), bad
 
     def read(self, ids: np.ndarray) -> np.ndarray:
-        return self._convert(self.arr[np.asarray(ids, dtype=np.int64)])
+        return self._convert(self._array()[np.asarray(ids, dtype=np.int64)])
 
     def close(self) -> None:
         self.arr = None
@@ -487,7 +497,6 @@ class CsvSource(Source):
         self.item_shape = (len(self.keep),)
         self._tmpdir = tempfile.mkdtemp(prefix="sbn-csv-")
         self._cache = Path(self._tmpdir) / "rows.f32"
-        self._mm = None
         self.n_items = None
         with open(p, "rb") as f:  # for the progress bar: a cheap count of lines
             self.n_lines = sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 22), b""))
@@ -562,14 +571,13 @@ class CsvSource(Source):
         yield np.arange(n_good - len(rows), n_good, dtype=np.int64), x, bad
 
     def read(self, ids: np.ndarray) -> np.ndarray:
-        if self._mm is None:
-            if not self.n_items:
-                raise UserDataError(f"{self.fname}: no usable rows")
-            self._mm = np.memmap(self._cache, dtype=np.float32, mode="r", shape=(self.n_items, len(self.keep)))
-        return np.asarray(self._mm[np.asarray(ids, dtype=np.int64)])
+        if not self.n_items:
+            raise UserDataError(f"{self.fname}: no usable rows")
+        # mapped afresh per read and unmapped on return (see ArraySource._array)
+        mm = np.memmap(self._cache, dtype=np.float32, mode="r", shape=(self.n_items, len(self.keep)))
+        return np.asarray(mm[np.asarray(ids, dtype=np.int64)])
 
     def close(self) -> None:
-        self._mm = None
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
 
@@ -692,6 +700,30 @@ def scan(source: Source, skip_bad: bool = False, progress: bool = False) -> Scan
                 skipped={"count": n_bad, "by_reason": by_reason, "examples": examples})
 
 
+def release_free_memory() -> None:
+    """Hand memory freed by this process back to the operating system (glibc's ``malloc_trim``).
+
+    Streaming frees blocks of a few MiB at a time while small results (the scores) stay allocated
+    between them; glibc then keeps the freed blocks inside its heap, so the resident memory would
+    creep up with the number of blocks read instead of staying at one chunk. Trimming after each
+    chunk keeps it flat. A no-op where the C library has no ``malloc_trim`` (macOS, Windows, musl).
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 def _stat_view(v: np.ndarray, source: Source) -> torch.Tensor:
     t = torch.from_numpy(np.asarray(v, dtype=np.float32))
     if source.per_channel:
@@ -699,21 +731,32 @@ def _stat_view(v: np.ndarray, source: Source) -> torch.Tensor:
     return t
 
 
-def standardize(x: np.ndarray, sc: Scan, source: Source) -> torch.Tensor:
-    """``(x - mean) / std`` as float32, elementwise (so the same for any chunk of items)."""
-    return (torch.from_numpy(np.asarray(x, dtype=np.float32)) - _stat_view(sc.mean, source)) / _stat_view(sc.std, source)
+def standardize(x: np.ndarray, sc: Scan, source: Source, inplace: bool = False) -> torch.Tensor:
+    """``(x - mean) / std`` as float32, elementwise (so the same for any chunk of items).
+
+    With ``inplace`` a float32 ``x`` is overwritten (and returned as a tensor sharing its memory).
+    """
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    if not inplace:
+        return (t - _stat_view(sc.mean, source)) / _stat_view(sc.std, source)
+    return t.sub_(_stat_view(sc.mean, source)).div_(_stat_view(sc.std, source))
 
 
 def read_standardized(source: Source, sc: Scan, positions) -> torch.Tensor:
     """Pass 2: the usable items at ``positions`` (indices into ``sc.ids``), standardised, in that order.
 
-    Items are read in storage order (sorted ids) and put back in the order asked for.
+    Items are read in storage order (sorted ids), a pass-1 block at a time, straight into their
+    place in the result, which is then standardised in place: the memory used is the result plus
+    one block.
     """
     ids = sc.ids[np.asarray(positions, dtype=np.int64)]
     order = np.argsort(ids, kind="stable")
     x = np.empty((len(ids), *source.item_shape), np.float32)
-    x[order] = source.read(ids[order])
-    return standardize(x, sc, source)
+    step = stats_block_items(source.item_shape)
+    for s in range(0, len(ids), step):
+        rows = order[s:s + step]
+        x[rows] = source.read(ids[rows])
+    return standardize(x, sc, source, inplace=True)
 
 
 def standardize_array(x, layout: str = "auto") -> torch.Tensor:

@@ -92,6 +92,16 @@ def test_plan_order_and_slicing_do_not_change_scores(images):
     assert torch.equal(score_batches(images, 4, order=plan.flatten()), score_batches(images, 4, order=plan))
 
 
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_sliced_scoring_equals_scoring_the_gathered_batches(images, name):
+    """score_batches gathers each slice's samples itself (never a copy of the whole input): for every
+    scorer, any slice size gives exactly the scorer applied to batch_view's batches at once."""
+    plan = torch.randperm(40, generator=torch.Generator().manual_seed(4))[:36].reshape(9, 4)
+    direct = SCORERS[name](batch_view(images, 4, plan).to(torch.float64))
+    for max_elements in (1, 3 * 4 * 5 * 4 * 2 + 1, 2**26):
+        assert torch.equal(score_batches(images, 4, name, order=plan, max_elements=max_elements), direct)
+
+
 def test_trailing_partial_batch_is_dropped(images):
     assert batch_view(images, 7).shape == (5, 7, 3, 4, 5)
     assert score_batches(images, 7).shape == (5,)

@@ -301,9 +301,10 @@ def test_reads_are_bounded_by_the_chunk_and_block_sizes(tmp_path):
             return super().read(ids)
 
     chunk_mb = 0.1  # 26,214 float32 values = 51 items of 512 values
-    res = assess_data(Counting(tmp_path / "x.npy"), [4, 32], chunk_mb=chunk_mb, evidence=None)
+    # B=64 and 128 are larger than a chunk: their batches are completed across two and three chunks
+    res = assess_data(Counting(tmp_path / "x.npy"), [4, 32, 64, 128], chunk_mb=chunk_mb, evidence=None)
     assert seen["block"] == STATS_BLOCK_ELEMENTS // 512 == 2048
     assert seen["read"] == 51 and seen["reads"] == -(-3000 // 51)  # 3000 = the items in full batches of 4
-    ref = assess(standardize_array(x), [4, 32])
+    ref = assess(standardize_array(x), [4, 32, 64, 128])
     for a, b in zip(res["batch_sizes"], ref["batch_sizes"]):
         assert np.array_equal(a["scores"], b["scores"])
