@@ -153,10 +153,11 @@ def write_markdown(path, rows, setup: str, seconds: float, argv) -> None:
     """The measurements as a Markdown table, with the growth per added image between scales."""
     sys.path.insert(0, str(REPO))
     from sbnlib.io import atomic_write_bytes
+    from sbnlib.report import git_commit
 
     lines = ["# Peak memory of `assess --data` on an image folder", "",
              f"Produced by `python bench/bench_assess_memory.py {' '.join(argv)}` in {seconds:.0f} s; {setup}.",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} at commit {git_commit(REPO)}.", "",
              "| images | chunk (MiB) | seconds | peak RSS (MiB) | growth over imports (MiB) | "
              "growth per added image vs the previous scale (bytes) | whole standardised set (MiB) |",
              "|---:|---:|---:|---:|---:|---:|---:|"]

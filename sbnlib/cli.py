@@ -114,8 +114,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _assess(args) -> int:
-    from .assess import (add_recommendations, assess, assess_data, benchmark_evidence, recommendation_lines,
-                         summary_table, write_html_report)
+    from .advice import add_recommendations, benchmark_evidence, recommendation_lines, write_html_report
+    from .assess import assess, assess_data, summary_table
     from .io import atomic_write_json, ensure_writable_dir
     from .plots import plot_score_histograms
     from .threshold import fit_threshold

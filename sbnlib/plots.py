@@ -48,13 +48,13 @@ def plot_score_histograms(result: dict, path=None, title: str | None = None):
 def plot_benchmark_evidence(evidence: dict, batch_sizes=(), path=None, title=None):
     """Benchmark evidence: selective BN minus BN test accuracy (pp, 95% CI) per dataset and batch size.
 
-    ``evidence`` is :func:`sbnlib.assess.benchmark_evidence`'s result (rows with ``sbn-bn diff (pp)``
+    ``evidence`` is :func:`sbnlib.advice.benchmark_evidence`'s result (rows with ``sbn-bn diff (pp)``
     and ``sbn-bn 95% CI (pp)`` as read from each dataset's ``accuracy.csv``); ``batch_sizes``
     (the user's) are shaded grey.
     """
     import re
 
-    from .assess import DATASET_TITLES, _title
+    from .advice import DATASET_TITLES, _title
 
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     by_ds = {}

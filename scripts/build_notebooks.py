@@ -95,7 +95,7 @@ same report, as a self-contained HTML page, is written to `feasibility_report.ht
 data run `python -m sbnlib assess --data PATH` (an image folder, a `.npy`/`.npz` array or a CSV)."""),
     new_code_cell("""\
 from IPython.display import HTML
-from sbnlib.assess import add_recommendations, benchmark_evidence, report_html, write_html_report
+from sbnlib.advice import add_recommendations, benchmark_evidence, report_html, write_html_report
 add_recommendations(result, benchmark_evidence(P.output_dir))
 write_html_report(result, P.out / "feasibility_report.html")
 display(HTML(report_html(result, fragment=True)))"""),

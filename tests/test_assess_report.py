@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sbnlib.assess import assess_data, benchmark_evidence, recommend, report_html
+from sbnlib.advice import benchmark_evidence, recommend, report_html
+from sbnlib.assess import assess_data
 from sbnlib.cli import main
 
 from .conftest import REPO

@@ -1,0 +1,518 @@
+"""What to do about it: the recommendation of a feasibility assessment, and the HTML report.
+
+* :func:`benchmark_evidence`: the measured comparisons of selective BN with BN and its controls,
+  read from a results folder (``outputs/``), nothing typed in;
+* :func:`recommend` / :func:`add_recommendations`: per batch size, a plain-language recommendation
+  with its reason and the evidence it rests on (the rule: :data:`RECOMMENDATION_RULE`);
+* :func:`report_html` / :func:`write_html_report`: the self-contained HTML report (figures embedded).
+
+The assessment itself (scores, threshold, fraction of batches that need BN) is :mod:`sbnlib.assess`.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+__all__ = ["benchmark_evidence", "find_evidence_dir", "recommend", "add_recommendations", "recommendation_lines",
+           "report_figures", "report_html", "write_html_report", "RECOMMENDATION_RULE", "DATASET_TITLES"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Evidence from the benchmark results, and the recommendation
+# ----------------------------------------------------------------------------------------------
+
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+                  "cifar100": "CIFAR-100", "mnist_fmnist_mix": "MNIST+Fashion-MNIST mix"}
+
+CONTROLS = {"sbn vs random": "heterogeneity-selected batches against randomly selected ones at the same rate",
+            "sbn vs gn": "selective BN against GroupNorm"}
+
+RECOMMENDATION_RULE = (
+    "The fraction of batches above the threshold says how often selective BN would normalise; it does not "
+    "by itself say whether skipping BN on the other batches costs accuracy. The advice at each batch size "
+    "therefore rests on the measured comparisons of selective BN with BN on the benchmark datasets at the "
+    "same batch size (or the nearest one measured), claim C1 of the replication report: 'use BN' when "
+    "selective BN was significantly less accurate than BN (C1 contradicted) on at least one benchmark and "
+    "significantly more accurate on none; 'try selective BN' when it was significantly more accurate "
+    "(C1 supported) on at least one and less accurate on none; 'compare both' when both happened; "
+    "'no measured difference' when every comparison was inconclusive; 'no evidence' when no benchmark "
+    "results were found. Every number quoted is read from the result files named in the report.")
+
+_ACTIONS = {
+    "use BN": "use standard BN, not selective BN",
+    "try selective BN": "selective BN is worth a trial: compare it with BN on held-out data",
+    "compare both": "the evidence is mixed: train with BN and with selective BN and compare",
+    "no measured difference": "no measured accuracy difference: BN is the safe default",
+    "no evidence": "no measured evidence either way: BN is the default",
+}
+
+
+def _title(d: str) -> str:
+    return DATASET_TITLES.get(d, d)
+
+
+def _join(names: List[str]) -> str:
+    names = [_title(n) for n in names]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _pct(f: float) -> str:
+    if f != f:
+        return "n/a"
+    if 0 < f < 0.1 or 0.9 < f < 1:
+        return f"{100 * f:.1f}%"
+    return f"{100 * f:.0f}%"
+
+
+def _read_provenance(path: Path) -> dict:
+    prov = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            k, _, v = line[1:].strip().partition(":")
+            prov[k.strip()] = v.strip()
+    return prov
+
+
+def _markdown_tables(text: str) -> List[List[List[str]]]:
+    """Every GitHub Markdown table of ``text`` as a list of rows of cells (header first, rule dropped)."""
+    tables, cur = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-{3,}:?", c) for c in cells):
+                cur.append(cells)
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
+def _clean(v):
+    if v is None:
+        return None
+    if isinstance(v, (float, np.floating)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v
+
+
+def _int_or(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def find_evidence_dir(output_dir="auto") -> List[Path]:
+    """Where to look for benchmark results: ``output_dir``, or for ``"auto"`` ./outputs then the repository's."""
+    if output_dir is None:
+        return []
+    if output_dir != "auto":
+        return [Path(output_dir)]
+    here = Path.cwd() / "outputs"
+    repo = Path(__file__).resolve().parents[1] / "outputs"
+    return [here] if here.resolve() == repo.resolve() else [here, repo]
+
+
+def benchmark_evidence(output_dir="auto") -> dict:
+    """The measured evidence the recommendation rests on, read from a results folder (``outputs/``).
+
+    Reads ``<dir>/<dataset>/verdicts.csv`` (columns ``batch_size``, ``C1``, ``C2`` and, when the
+    controls ran, ``sbn vs random``, ``sbn vs gn``), ``<dir>/<dataset>/accuracy.csv`` (per-method
+    accuracy ``mean ± std`` columns, ``sbn-bn diff (pp)``, ``sbn-bn 95% CI (pp)``, ``sbn batches
+    normalised``), the provenance comment lines of both, ``status.json`` and ``REPORT.md`` (dataset
+    status, and the verdict table where a dataset has no ``verdicts.csv``). Missing files and
+    columns are tolerated; ``available`` is False when no verdict was found. Nothing is hard-coded.
+    """
+    import pandas as pd
+
+    ev = {"available": False, "dir": None, "looked_in": [], "rows": [], "datasets": {}, "not_run": {},
+          "files": [], "problems": []}
+    for d in find_evidence_dir(output_dir):
+        ev["looked_in"].append(str(d))
+        if (d / "REPORT.md").is_file() or any(d.glob("*/verdicts.csv")) or any(d.glob("*/accuracy.csv")):
+            root = d
+            break
+    else:
+        return ev
+    ev["dir"] = str(root)
+    report_verdicts, statuses = {}, {}
+    rep = root / "REPORT.md"
+    if rep.is_file():
+        ev["files"].append(str(rep))
+        for t in _markdown_tables(rep.read_text(encoding="utf-8", errors="replace")):
+            head = t[0]
+            if head[:2] == ["dataset", "status"]:
+                for r in t[1:]:
+                    if len(r) >= 2:
+                        statuses[r[0]] = {"status": r[1], "reason": r[2] if len(r) > 2 else ""}
+            elif "dataset" in head and "batch_size" in head and "C1" in head:
+                for r in t[1:]:
+                    rec = dict(zip(head, r))
+                    try:
+                        report_verdicts.setdefault(rec["dataset"], []).append({**rec, "batch_size": int(rec["batch_size"])})
+                    except (KeyError, ValueError):
+                        continue
+    order = list(DATASET_TITLES)
+    names = sorted({p.parent.name for p in root.glob("*/verdicts.csv")} | {p.parent.name for p in root.glob("*/accuracy.csv")}
+                   | set(report_verdicts) | {p.parent.name for p in root.glob("*/status.json")} | set(statuses),
+                   key=lambda n: (order.index(n) if n in order else len(order), n))
+    for name in names:
+        ddir = root / name
+        status = statuses.get(name, {})
+        if (ddir / "status.json").is_file():
+            try:
+                status = json.loads((ddir / "status.json").read_text())
+            except ValueError:
+                ev["problems"].append(f"unreadable {ddir / 'status.json'}")
+        rows, prov = {}, {}
+        for fname in ("verdicts.csv", "accuracy.csv"):
+            path = ddir / fname
+            if not path.is_file():
+                continue
+            try:
+                df = pd.read_csv(path, comment="#")
+                prov = prov or _read_provenance(path)
+            except Exception as e:  # a file being rewritten, or damaged
+                ev["problems"].append(f"unreadable {path}: {type(e).__name__}: {e}")
+                continue
+            if "batch_size" not in df:
+                ev["problems"].append(f"{path} has no batch_size column")
+                continue
+            ev["files"].append(str(path))
+            for rec in df.to_dict(orient="records"):
+                try:
+                    b = int(rec["batch_size"])
+                except (TypeError, ValueError):
+                    continue
+                r = rows.setdefault(b, {"dataset": name, "batch_size": b})
+                if fname == "verdicts.csv":
+                    for col in ("C1", "C2", *CONTROLS):
+                        if _clean(rec.get(col)) is not None:
+                            r[col] = str(rec[col])
+                else:
+                    acc = {m: v for m, v in rec.items() if isinstance(v, str) and "±" in v}
+                    if acc:
+                        r["accuracy"] = acc
+                    for col in ("sbn-bn diff (pp)", "sbn-bn 95% CI (pp)", "sbn batches normalised",
+                                "sbn-random diff (pp)", "sbn-gn diff (pp)"):
+                        if _clean(rec.get(col)) is not None:
+                            r[col] = _clean(rec[col])
+                    if "C1" not in r and _clean(rec.get("C1 vs bn")) is not None:
+                        r["C1"] = str(rec["C1 vs bn"])
+                    for col in CONTROLS:
+                        if col not in r and _clean(rec.get(col)) is not None:
+                            r[col] = str(rec[col])
+        for rec in report_verdicts.get(name, []):  # REPORT.md: where the CSVs say nothing
+            r = rows.setdefault(rec["batch_size"], {"dataset": name, "batch_size": rec["batch_size"]})
+            for col in ("C1", "C2", *CONTROLS):
+                if col not in r and rec.get(col) not in (None, "", "nan"):
+                    r[col] = rec[col]
+        rows = {b: r for b, r in rows.items() if "C1" in r}
+        st = status.get("status", "ok" if rows else "no results")
+        if not rows:
+            ev["not_run"][name] = (st + (": " + status["reason"].split(". ")[0][:160] if status.get("reason") else ""))
+            continue
+        params = {}
+        try:
+            params = json.loads(prov.get("parameters", "{}"))
+        except ValueError:
+            pass
+        ev["datasets"][name] = {"status": st, "profile": prov.get("profile"), "n_train": _int_or(prov.get("n_train")),
+                                "seeds": _int_or(prov.get("seeds")), "epochs": params.get("epochs"),
+                                "methods": params.get("methods"), "data_status": prov.get("data_status"),
+                                "generated": prov.get("generated")}
+        ev["rows"].extend(rows[b] for b in sorted(rows))
+    ev["available"] = bool(ev["rows"])
+    return ev
+
+
+def _evidence_at(ev: dict, b: int):
+    """Evidence rows at batch size ``b``, or at the nearest measured one (log scale); (rows, size)."""
+    sizes = sorted({r["batch_size"] for r in ev.get("rows", [])})
+    if not sizes:
+        return [], None
+    near = b if b in sizes else min(sizes, key=lambda s: (abs(math.log2(s) - math.log2(b)), s))
+    return [r for r in ev["rows"] if r["batch_size"] == near], near
+
+
+def _diff_range(rows) -> str:
+    """'accuracy of selective BN minus BN: -8.3 to -5.8 pp', from each row's ``sbn-bn diff (pp)``."""
+    have = [r for r in rows if isinstance(r.get("sbn-bn diff (pp)"), (int, float))]
+    if not have:
+        return ""
+    d = [r["sbn-bn diff (pp)"] for r in have]
+    lo, hi = min(d), max(d)
+    text = f"{lo:+.1f} pp" if lo == hi else f"{lo:+.1f} to {hi:+.1f} pp"
+    if len(have) < len(rows):  # say whose numbers these are
+        text = ", ".join(f"{r['sbn-bn diff (pp)']:+.1f} pp on {_title(r['dataset'])}" for r in have)
+    return "accuracy of selective BN minus BN: " + text
+
+
+def recommend(row: dict, ev: dict) -> dict:
+    """The recommendation for one batch size's row of an assessment, with its reason and evidence."""
+    b, f, nb, t = row["batch_size"], row["frac_needs_bn"], row["n_batches"], row["threshold"]
+    if b == 1:
+        headline = (f"At batch size 1 every batch scores 0 (one sample cannot be heterogeneous), so no batch is "
+                    f"above the threshold: selective BN would never normalise, and BN itself is degenerate at B=1.")
+    else:
+        t_text = f"{t:.4g}" if np.isfinite(t) else str(t)
+        headline = (f"At batch size {b}, {_pct(f)} of the {nb} batches are heterogeneous (score above the "
+                    f"threshold {t_text}): selective BN would normalise those and skip BN on {_pct(1 - f)} of steps.")
+    rows, near = _evidence_at(ev, b)
+    out = {"batch_size": b, "headline": headline, "evidence_batch_size": near, "evidence": rows}
+    if not rows:
+        where = ", ".join(ev.get("looked_in", [])) or "no folder"
+        out.update(action="no evidence", reason=(
+            f"No benchmark results were found (looked in {where}), so the evidence is unavailable: nothing measured "
+            "says whether skipping BN on those batches helps or hurts accuracy."))
+    else:
+        at = f"B={near}" if near == b else f"B={near} (the nearest measured batch size; B={b} was not measured)"
+        by = {v: [r["dataset"] for r in rows if r.get("C1") == v] for v in ("supported", "contradicted", "inconclusive")}
+        sup, con, inc = by["supported"], by["contradicted"], by["inconclusive"]
+        parts = []
+        if con:
+            rng = _diff_range([r for r in rows if r["dataset"] in con])
+            parts.append(f"on {_join(con)} at {at} selective BN was significantly less accurate than BN "
+                         f"(C1 contradicted{'; ' + rng if rng else ''})")
+        if sup:
+            rng = _diff_range([r for r in rows if r["dataset"] in sup])
+            parts.append(f"on {_join(sup)} at {at} selective BN was significantly more accurate than BN "
+                         f"(C1 supported{'; ' + rng if rng else ''})")
+        if inc:
+            rng = _diff_range([r for r in rows if r["dataset"] in inc])
+            parts.append(f"on {_join(inc)} at {at} the difference was not significant "
+                         f"(C1 inconclusive{'; ' + rng if rng else ''})")
+        action = ("compare both" if sup and con else "use BN" if con else "try selective BN" if sup
+                  else "no measured difference")
+        reason = "; ".join(parts)
+        reason = reason[0].upper() + reason[1:] + "."
+        for col, what in CONTROLS.items():
+            got = {v: [r["dataset"] for r in rows if r.get(col) == v] for v in ("supported", "contradicted", "inconclusive")}
+            if any(got.values()):
+                told = "; ".join(f"{v} on {_join(ds)}" for v, ds in got.items() if ds)
+                reason += f" {what[0].upper() + what[1:]}: {told}."
+        fr = [float(str(r["sbn batches normalised"]).rstrip("%")) for r in rows
+              if re.fullmatch(r"[\d.]+%?", str(r.get("sbn batches normalised", "")))]
+        if fr and b > 1:
+            span = f"{min(fr):.0f}%" if round(min(fr)) == round(max(fr)) else f"{min(fr):.0f}-{max(fr):.0f}%"
+            reason += f" On those benchmarks selective BN normalised {span} of the batches (here: {_pct(f)})."
+        out.update(action=action, reason=reason)
+    out["recommendation"] = f"Recommendation at B={b}: {_ACTIONS[out['action']]}."
+    out["text"] = f"{out['headline']} {out['recommendation']} {out['reason']}"
+    return out
+
+
+def add_recommendations(result: dict, ev: dict) -> dict:
+    """Add ``evidence``, ``recommendation_rule``, a ``summary`` and per-row ``recommendation`` to ``result``."""
+    result["evidence"] = ev
+    result["recommendation_rule"] = RECOMMENDATION_RULE
+    for r in result["batch_sizes"]:
+        r["recommendation"] = recommend(r, ev)
+    acts = [r["recommendation"]["action"] for r in result["batch_sizes"]]
+    sizes = [r["batch_size"] for r in result["batch_sizes"]]
+    if len(set(acts)) == 1:
+        which = "the requested batch size" if len(sizes) == 1 else "every requested batch size"
+        summary = f"At {which} ({', '.join(map(str, sizes))}): {_ACTIONS[acts[0]]}."
+    else:
+        summary = " ".join(f"B={b}: {_ACTIONS[a]}." for b, a in zip(sizes, acts))
+    prov = []
+    for d, p in ev.get("datasets", {}).items():
+        n_train = f"{p['n_train']:,}" if isinstance(p.get("n_train"), int) else p.get("n_train")
+        bits = [f"{p['profile']} profile" if p.get("profile") else "", f"{n_train} training images" if n_train else "",
+                f"{p['seeds']} seeds" if p.get("seeds") else "", f"{p['epochs']} epochs" if p.get("epochs") else ""]
+        prov.append(f"{_title(d)} ({', '.join(x for x in bits if x) or 'provenance not recorded'})")
+    result["summary"] = summary
+    result["evidence_note"] = (
+        f"Evidence read from {ev['dir']}: " + "; ".join(prov) + "." if ev.get("available") else
+        "Benchmark evidence unavailable: no results found in " + (", ".join(ev.get("looked_in", [])) or "no folder") + ".")
+    if ev.get("not_run"):
+        result["evidence_note"] += " No results for: " + "; ".join(
+            f"{_title(d)} ({s.split(':')[0]})" for d, s in ev["not_run"].items()) + "."
+    return result
+
+
+def recommendation_lines(result: dict) -> List[str]:
+    """The recommendations as plain text lines (the CLI prints them)."""
+    lines = [result.get("summary", "")]
+    for r in result["batch_sizes"]:
+        rec = r.get("recommendation")
+        if rec:
+            lines.append(f"- {rec['text']}")
+    if result.get("evidence_note"):
+        lines.append(result["evidence_note"])
+    return [l for l in lines if l]
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML report
+# ----------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}
+.summary{font-size:1.1em;background:#f6f8fa;border-left:4px solid #4c72b0;padding:.6em 1em}
+.rec{margin:.8em 0;padding:.5em 1em;border-left:4px solid #999}
+.rec.use-bn{border-color:#c44e52}.rec.try-selective-bn{border-color:#55a868}.rec.compare-both,.rec.no-measured-difference,.rec.no-evidence{border-color:#dd8452}
+.muted{color:#666;font-size:.9em}img{max-width:100%;height:auto;display:block;margin:.5em 0}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+
+_IMG_CHECK = """<script>
+window.addEventListener("load", function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
+  document.body.setAttribute("data-images-loaded", ok + "/" + imgs.length);
+});
+</script>"""
+
+
+def _png_b64(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def report_figures(result: dict) -> dict:
+    """The report's figures as base64 PNG: score histograms, fraction per batch size, benchmark evidence."""
+    from .plots import plot_benchmark_evidence, plot_frac_needs_bn, plot_score_histograms
+
+    name = _report_name(result)
+    figs = {"Score distribution per batch size (red: the fitted threshold)":
+            _png_b64(plot_score_histograms(result, title=f"{name}: batch heterogeneity "
+                                           f"({result['scorer']}, threshold {result['threshold_strategy']})"))}
+    if len(result["batch_sizes"]) > 1:
+        figs["Fraction of batches that need BN, and the scores, per batch size"] = _png_b64(
+            plot_frac_needs_bn(result, title=f"{name}: which batches need BN"))
+    ev = result.get("evidence") or {}
+    if any(isinstance(r.get("sbn-bn diff (pp)"), (int, float)) for r in ev.get("rows", [])):
+        figs["Evidence: selective BN minus BN test accuracy on the benchmarks (95% CI); grey: your batch sizes"] = _png_b64(
+            plot_benchmark_evidence(ev, [r["batch_size"] for r in result["batch_sizes"]]))
+    return figs
+
+
+def _report_name(result: dict) -> str:
+    inp = result.get("input") or {}
+    return inp.get("name") or _title(result.get("dataset", "")) or "your data"
+
+
+def _input_rows(result: dict) -> List[tuple]:
+    inp = result.get("input")
+    if not inp:  # a benchmark dataset (sbnlib.assess.assess + load_dataset)
+        prov = result.get("data") or {}
+        return [("data", f"benchmark dataset {_title(result.get('dataset', '?'))} ({prov.get('status', '?')})"),
+                ("items used", f"{result['n_samples']:,} training images"),
+                ("standardisation", "per channel, with the dataset's mean and std")]
+    rows = [("data", f"{inp['kind']}" + (f": {inp['path']}" if inp.get("path") else ""))]
+    rows.append(("items used", f"{inp['n_used']:,} of {inp['n_items']:,}"))
+    rows.append(("item shape", " x ".join(map(str, inp["item_shape"]))))
+    for k, label in (("resize", "images"), ("channels_from", "channel count from"), ("n_classes", "classes"),
+                     ("images_per_class", "images per class (min, max)"), ("n_ignored_files", "non-image files ignored"),
+                     ("layout", "array layout"), ("array_key", "array key"), ("dtype", "dtype"),
+                     ("header", "CSV header"), ("label_column", "label column dropped"), ("delimiter", "CSV delimiter")):
+        if inp.get(k) not in (None, "", [], 0):
+            rows.append((label, ", ".join(map(str, inp[k])) if isinstance(inp[k], list) else str(inp[k])))
+    st = f"{inp['standardisation']}, with mean and std from a streaming first pass"
+    if inp.get("n_constant"):
+        st += f"; {inp['n_constant']} constant {'channels' if inp['standardisation'] == 'per channel' else 'features'} left at 0"
+    rows.append(("standardisation", st))
+    sk = result.get("skipped") or {}
+    if sk.get("count"):
+        rows.append(("skipped (--skip-bad)", f"{sk['count']}: " + ", ".join(f"{k} {v}" for k, v in sk["by_reason"].items())))
+    return rows
+
+
+def report_html(result: dict, fragment: bool = False) -> str:
+    """The report as HTML; ``fragment`` gives the body only (for a notebook), else a whole page.
+
+    Self-contained: the figures are embedded as base64 PNG, nothing is fetched.
+    """
+    e = html.escape
+    name = _report_name(result)
+    if "summary" not in result:
+        add_recommendations(result, result.get("evidence") or benchmark_evidence("auto"))
+    p = [f"<h1>Should I use BN on {e(name)}?</h1>",
+         f"<p class='summary' id='summary'>{e(result['summary'])}</p>"]
+    p.append("<h2>Recommendation per batch size</h2>")
+    for r in result["batch_sizes"]:
+        rec = r["recommendation"]
+        cls = rec["action"].replace(" ", "-").lower()
+        p.append(f"<div class='rec {e(cls)}' data-batch-size='{r['batch_size']}'><p><b>{e(rec['headline'])}</b></p>"
+                 f"<p>{e(rec['recommendation'])}</p><p>{e(rec['reason'])}</p></div>")
+    p.append(f"<p class='muted'>{e(result.get('evidence_note', ''))}</p>")
+    p.append("<h2>Scores, thresholds and the fraction of batches that need BN</h2>")
+    cols = [("batch size", "batch_size", "{}"), ("batches", "n_batches", "{:,}"), ("threshold", "threshold", "{:.4g}"),
+            ("need BN", "frac_needs_bn", None), ("score mean", "score_mean", "{:.4g}"), ("score std", "score_std", "{:.4g}"),
+            ("min", "score_min", "{:.4g}"), ("5%", "score_q05", "{:.4g}"), ("median", "score_q50", "{:.4g}"),
+            ("95%", "score_q95", "{:.4g}"), ("max", "score_max", "{:.4g}")]
+    cols = [c for c in cols if c[1] in result["batch_sizes"][0]]
+    p.append("<table><tr>" + "".join(f"<th>{e(c[0])}</th>" for c in cols) + "</tr>")
+    for r in result["batch_sizes"]:
+        p.append("<tr>" + "".join(f"<td>{e(_pct(r[k]) if fmt is None else fmt.format(r[k]))}</td>" for _, k, fmt in cols) + "</tr>")
+    p.append("</table>")
+    for caption, b64 in report_figures(result).items():
+        p.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{b64}'><figcaption class='muted'>{e(caption)}</figcaption></figure>")
+    ev = result.get("evidence") or {}
+    if ev.get("rows"):
+        p.append("<h2>Benchmark evidence at your batch sizes</h2>")
+        sizes = sorted({_evidence_at(ev, r["batch_size"])[1] for r in result["batch_sizes"]})
+        keys = ["C1", "C2", *CONTROLS, "sbn-bn diff (pp)", "sbn-bn 95% CI (pp)", "sbn batches normalised"]
+        keys = [k for k in keys if any(k in r for r in ev["rows"])]
+        methods = sorted({m for r in ev["rows"] for m in r.get("accuracy", {})}, key=lambda m: (m != "bn", m != "sbn", m))
+        p.append("<table><tr><th class='l'>dataset</th><th>B</th>" + "".join(f"<th>acc. {e(m)} (%)</th>" for m in methods)
+                 + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>")
+        for r in ev["rows"]:
+            if r["batch_size"] in sizes:
+                p.append(f"<tr><td class='l'>{e(_title(r['dataset']))}</td><td>{r['batch_size']}</td>"
+                         + "".join(f"<td>{e(str(r.get('accuracy', {}).get(m, '')))}</td>" for m in methods)
+                         + "".join(f"<td>{e(str(r.get(k, '')))}</td>" for k in keys) + "</tr>")
+        p.append("</table>")
+        p.append("<p class='muted'>Read from: " + ", ".join(f"<code>{e(f)}</code>" for f in ev.get("files", [])) + "</p>")
+    if ev.get("problems"):
+        p.append("<p class='muted'>Problems reading the evidence: " + e("; ".join(ev["problems"])) + "</p>")
+    p.append("<h2>Input</h2><table>" + "".join(f"<tr><th class='l'>{e(k)}</th><td class='l'>{e(v)}</td></tr>"
+                                               for k, v in _input_rows(result)) + "</table>")
+    sk = result.get("skipped") or {}
+    if sk.get("examples"):
+        p.append("<details><summary>Skipped items (first 20)</summary><ul>"
+                 + "".join(f"<li>{e(x['reason'])}</li>" for x in sk["examples"]) + "</ul></details>")
+    p.append("<h2>How the recommendation is made</h2>")
+    p.append(f"<p>Every batch of a seeded batch plan (seed {result.get('seed', 0)}; the last N mod B items are "
+             f"dropped) is scored by its feature heterogeneity (<code>{e(result['scorer'])}</code>, see "
+             f"<code>sbnlib.scoring</code>); the threshold (<code>{e(result['threshold_strategy'])}</code>) is "
+             "fitted on the scores and a batch needs BN when its score is above it.</p>")
+    p.append(f"<p>{e(result.get('recommendation_rule', RECOMMENDATION_RULE))}</p>")
+    from . import __version__
+
+    p.append(f"<p class='muted'>sbnlib {e(__version__)}, generated {e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}"
+             + (f", {result['elapsed_s']:.1f} s" if result.get("elapsed_s") else "") + "</p>")
+    body = "\n".join(p)
+    if fragment:
+        return f"<div class='sbn-report'><style>{_CSS}</style>\n{body}\n</div>"
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Should I use BN on {e(name)}?</title><style>{_CSS}</style></head>\n"
+            f"<body>\n{body}\n{_IMG_CHECK}\n</body></html>\n")
+
+
+def write_html_report(result: dict, path) -> Path:
+    """Write :func:`report_html` to ``path`` atomically."""
+    from .io import atomic_write_bytes
+
+    return atomic_write_bytes(path, report_html(result).encode("utf-8"))
