@@ -1,8 +1,13 @@
 """Peak memory of the feasibility assessment of your own data (``assess --data``) as the data grow.
 
-Generates a synthetic image folder (``root/<class>/<image>.png``, 10 classes, RGB, sides 24-40 px so
-that every image is resized) with ``--n`` images times each scale, and runs
-``sbnlib.assess.assess_data`` on it in a fresh subprocess per size, which reports
+Generates synthetic data of ``--n`` items times each scale, of each ``--kinds``:
+
+* ``images``: an image folder (``root/<class>/<image>.png``, 10 classes, RGB, sides 24-40 px so
+  that every image is resized to 32x32),
+* ``npy``: a ``.npy`` file of float32 ``(N, 3, 32, 32)`` images (memory-mapped by the reader),
+* ``csv``: a CSV file of N rows of 64 numeric features and a label column,
+
+and runs ``sbnlib.assess.assess_data`` on each in a fresh subprocess per size, which reports
 
 * peak RSS (``resource.getrusage(...).ru_maxrss``) and its growth over the RSS right after the
   imports (Python, torch, PIL: the fixed cost),
@@ -13,21 +18,25 @@ that every image is resized) with ``--n`` images times each scale, and runs
 
 Memory is bounded when the growth stays flat while the data grow 10x and 100x. What it is made of:
 one pass-2 chunk of about ``--chunk-mb`` MiB of float32 inputs, a pass-1 block of 2**20 values, the
-scorer's float64 temporaries, and an index of about 40 bytes per image (its relative path, label,
-position in the shuffled order); the images themselves are never held whole.
+scorer's float64 temporaries, and an index of a few dozen bytes per item (the usable ids and the
+shuffled order, 16 bytes; for an image folder also its relative path and label); the items
+themselves are never held whole. A ``.npy`` file is mapped afresh for each block read, so the pages
+read do not accumulate in the resident memory; a CSV file is parsed once into a temporary float32
+file that pass 2 reads the same way.
 
     python bench/bench_assess_memory.py                       # 1x: 2,000 images
     python bench/bench_assess_memory.py --scales 1 10         # and 20,000 images
-    python bench/bench_assess_memory.py --scales 1 10 100 --chunk-mb 64 16 --out outputs/BENCH_assess_memory.md
-                                                              # and 200,000 images (~0.6 GB of PNGs, ~15 min)
+    python bench/bench_assess_memory.py --scales 1 10 100 --kinds images npy csv --chunk-mb 64 16 \
+        --out outputs/BENCH_assess_memory.md                  # and 200,000 items (~3 GB of files, ~15 min)
 
-The folders are generated under ``--workdir`` (default: a temporary folder, removed at the end
-unless ``--keep``); an existing folder of the right size there is reused.
+The data are generated under ``--workdir`` (default: a temporary folder, removed at the end unless
+``--keep``); existing data of the right size there are reused.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -64,6 +73,54 @@ def make_folder(root: Path, n: int, seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
+def make_npy(path: Path, n: int, seed: int = 0) -> float:
+    """A float32 ``(n, 3, 32, 32)`` .npy file, written in blocks; returns the seconds (0 when reused)."""
+    import numpy as np
+
+    done = path.with_name(path.name + ".complete")
+    if done.exists() and done.read_text() == str(n):
+        return 0.0
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 3, 32, 32))
+    for start in range(0, n, 10_000):
+        k = min(10_000, n - start)
+        arr[start:start + k] = rng.normal(0, 1, (k, 3, 32, 32)) * rng.uniform(0.3, 1.2, (k, 3, 1, 1))
+    arr.flush()
+    del arr
+    done.write_text(str(n))
+    return time.perf_counter() - t0
+
+
+def make_csv(path: Path, n: int, seed: int = 0) -> float:
+    """A CSV of ``n`` rows: a header, 64 numeric features and a ``label`` column."""
+    import numpy as np
+
+    done = path.with_name(path.name + ".complete")
+    if done.exists() and done.read_text() == str(n):
+        return 0.0
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        f.write(",".join([f"f{j}" for j in range(64)] + ["label"]) + "\n")
+        for start in range(0, n, 10_000):
+            k = min(10_000, n - start)
+            x = rng.normal(0, 1, (k, 64)) * rng.uniform(0.3, 3, (k, 1))
+            np.savetxt(f, np.column_stack([x, rng.integers(0, 10, k)]), fmt=["%.5g"] * 64 + ["%d"], delimiter=",")
+    done.write_text(str(n))
+    return time.perf_counter() - t0
+
+
+def make_data(kind: str, work: Path, n: int):
+    """(path, seconds to generate) of ``kind`` data with ``n`` items under ``work``."""
+    if kind == "images":
+        return work / f"images_{n}", make_folder(work / f"images_{n}", n)
+    work.mkdir(parents=True, exist_ok=True)
+    if kind == "npy":
+        return work / f"array_{n}.npy", make_npy(work / f"array_{n}.npy", n)
+    return work / f"table_{n}.csv", make_csv(work / f"table_{n}.csv", n)
+
+
 def child(folder: str, batch_sizes, chunk_mb: float, image_size: int, trace: bool) -> None:
     """Run one assessment and print one JSON line of measurements."""
     import tracemalloc
@@ -77,12 +134,13 @@ def child(folder: str, batch_sizes, chunk_mb: float, image_size: int, trace: boo
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
-    res = assess_data(folder, batch_sizes, evidence=None, chunk_mb=chunk_mb, image_size=image_size)
+    res = assess_data(folder, batch_sizes, evidence=None, chunk_mb=chunk_mb, image_size=image_size,
+                      label_column="label" if folder.endswith(".csv") else None)
     secs = time.perf_counter() - t0
     traced = tracemalloc.get_traced_memory()[1] / 2**20 if trace else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shape = res["input"]["item_shape"]
-    whole = res["input"]["n_used"] * 4 * shape[0] * shape[1] * shape[2] / 2**20
+    whole = res["input"]["n_used"] * 4 * math.prod(shape) / 2**20
     print(json.dumps({"n": res["input"]["n_used"], "seconds": secs, "rss_after_imports_mb": rss0, "rss_peak_mb": rss,
                       "rss_growth_mb": rss - rss0, "tracemalloc_peak_mb": traced, "whole_float32_mb": whole,
                       "frac_needs_bn": {r["batch_size"]: r["frac_needs_bn"] for r in res["batch_sizes"]}}))
@@ -90,8 +148,10 @@ def child(folder: str, batch_sizes, chunk_mb: float, image_size: int, trace: boo
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=2000, help="images at scale 1 (default 2000)")
+    ap.add_argument("--n", type=int, default=2000, help="items at scale 1 (default 2000)")
     ap.add_argument("--scales", type=int, nargs="+", default=[1], help="multiples of --n to run (default: 1; try 1 10 100)")
+    ap.add_argument("--kinds", nargs="+", default=["images"], choices=["images", "npy", "csv"],
+                    help="kinds of data (default: images)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 32])
     ap.add_argument("--chunk-mb", type=float, nargs="+", default=[64],
                     help="pass-2 chunk(s) in MiB (assess --chunk-mb; default 64); several: one run per scale and chunk")
@@ -109,10 +169,9 @@ def main(argv=None) -> int:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sbn-bench-"))
     rows = []
     try:
-        for scale in args.scales:
+        for kind, scale in [(k, s) for k in args.kinds for s in args.scales]:
             n = args.n * scale
-            folder = work / f"images_{n}"
-            gen = make_folder(folder, n)
+            folder, gen = make_data(kind, work, n)
             for chunk_mb in args.chunk_mb:
                 cmd = [sys.executable, __file__, "--child", str(folder), "--batch-sizes", *map(str, args.batch_sizes),
                        "--chunk-mb", str(chunk_mb), "--image-size", str(args.image_size)]
@@ -124,9 +183,9 @@ def main(argv=None) -> int:
                     print(p.stderr, file=sys.stderr)
                     return p.returncode
                 m = json.loads(p.stdout.strip().splitlines()[-1])
-                m.update(scale=scale, chunk_mb=chunk_mb, generate_s=gen)
+                m.update(kind=kind, scale=scale, chunk_mb=chunk_mb, generate_s=gen)
                 rows.append(m)
-                print(f"{scale:>4}x {m['n']:>9,} images, chunk {chunk_mb:g} MiB: {m['seconds']:7.1f} s, peak RSS "
+                print(f"{kind:>6} {scale:>4}x {m['n']:>9,} items, chunk {chunk_mb:g} MiB: {m['seconds']:7.1f} s, peak RSS "
                       f"{m['rss_peak_mb']:7.1f} MiB (+{m['rss_growth_mb']:.1f} over {m['rss_after_imports_mb']:.1f} after "
                       "imports), tracemalloc peak "
                       + (f"{m['tracemalloc_peak_mb']:.1f} MiB" if m["tracemalloc_peak_mb"] is not None else "n/a")
@@ -136,13 +195,17 @@ def main(argv=None) -> int:
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    setup = (f"batch sizes {args.batch_sizes}, images resized to {args.image_size}x{args.image_size}; "
+    setup = (f"batch sizes {args.batch_sizes}; "
              f"one fresh subprocess per run; {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(setup)
     if args.out:
         write_markdown(args.out, rows, setup, time.perf_counter() - t_start, argv if argv is not None else sys.argv[1:])
         print("written", args.out)
     return 0
+
+
+KIND_TEXT = {"images": "image folder (PNG, resized to 32x32)", "npy": ".npy float32 (N, 3, 32, 32)",
+             "csv": "CSV, 64 features"}
 
 
 def _doc_paragraph(start: str) -> str:
@@ -155,20 +218,21 @@ def write_markdown(path, rows, setup: str, seconds: float, argv) -> None:
     from sbnlib.io import atomic_write_bytes
     from sbnlib.report import git_commit
 
-    lines = ["# Peak memory of `assess --data` on an image folder", "",
+    lines = ["# Peak memory of `assess --data` as the data grow", "",
              f"Produced by `python bench/bench_assess_memory.py {' '.join(argv)}` in {seconds:.0f} s; {setup}.",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} at commit {git_commit(REPO)}.", "",
-             "| images | chunk (MiB) | seconds | peak RSS (MiB) | growth over imports (MiB) | "
-             "growth per added image vs the previous scale (bytes) | whole standardised set (MiB) |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| data | items | chunk (MiB) | seconds | peak RSS (MiB) | growth over imports (MiB) | "
+             "growth per added item vs the previous scale (bytes) | whole standardised set (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     last = {}
     for m in rows:
-        prev = last.get(m["chunk_mb"])
+        key = (m["kind"], m["chunk_mb"])
+        prev = last.get(key)
         per = ("" if prev is None else
                f"{(m['rss_growth_mb'] - prev['rss_growth_mb']) * 2**20 / (m['n'] - prev['n']):.0f}")
-        lines.append(f"| {m['n']:,} | {m['chunk_mb']:g} | {m['seconds']:.1f} | {m['rss_peak_mb']:.1f} | "
+        lines.append(f"| {KIND_TEXT[m['kind']]} | {m['n']:,} | {m['chunk_mb']:g} | {m['seconds']:.1f} | {m['rss_peak_mb']:.1f} | "
                      f"{m['rss_growth_mb']:.1f} | {per} | {m['whole_float32_mb']:,.1f} |")
-        last[m["chunk_mb"]] = m
+        last[key] = m
     lines += ["", "Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` of a fresh process; the growth is over the RSS "
               "right after importing torch, PIL and sbnlib. While the data are smaller than one chunk the peak grows with "
               "them; beyond, only the index grows. " + _doc_paragraph("Memory is bounded"), ""]

@@ -158,17 +158,19 @@ class ImageFolderSource(Source):
             n_flat = sum(1 for e in os.scandir(root) if e.is_file() and os.path.splitext(e.name)[1].lower() in exts)
             hint = (f" (it holds {n_flat} images directly; move them into one sub-folder per class)" if n_flat else "")
             raise UserDataError(f"{root} has no class folders: an image folder is root/<class>/<image>{hint}")
+        # the index: relative paths as fixed-width bytes, one array per folder (a million paths as
+        # Python objects would take ~60 MB more), and class labels
         files, labels, counts, self.empty_classes, self.n_ignored = [], [], {}, [], 0
         for ci, c in enumerate(classes):
-            n0 = len(files)
+            counts[c] = 0
             for d, _, names in sorted(os.walk(root / c, followlinks=True)):
-                for f in sorted(names):
-                    if os.path.splitext(f)[1].lower() in exts:
-                        files.append(os.fsencode(os.path.relpath(os.path.join(d, f), root)))
-                    else:
-                        self.n_ignored += 1
-            counts[c] = len(files) - n0
-            labels.extend([ci] * counts[c])
+                rel = os.path.relpath(d, root)
+                keep = [os.fsencode(os.path.join(rel, f)) for f in sorted(names) if os.path.splitext(f)[1].lower() in exts]
+                self.n_ignored += len(names) - len(keep)
+                if keep:
+                    files.append(np.array(keep))
+                    counts[c] += len(keep)
+            labels.append(np.full(counts[c], ci, dtype=np.int32))
             if counts[c] == 0:
                 if not skip_bad:
                     raise UserDataError(f"empty class: {root / c} has no image files (extensions Pillow reads, "
@@ -176,10 +178,11 @@ class ImageFolderSource(Source):
                 self.empty_classes.append(c)
         if not files:
             raise UserDataError(f"{root} has no image files in its class folders {classes[:5]}")
-        self.files = np.array(files)  # relative paths as bytes: compact for a million images
-        self.labels = np.array(labels, dtype=np.int32)
+        self.files, self.labels = np.concatenate(files), np.concatenate(labels)
+        del files, labels
+        release_free_memory()
         self.classes, self.class_counts = classes, counts
-        self.n_items = len(files)
+        self.n_items = len(self.files)
         self.channels, self.first = channels, None
         if channels is None:  # the first readable image fixes the channel count
             from PIL import Image
