@@ -90,7 +90,8 @@ else:
 The assessment in plain language, per batch size: how many batches are heterogeneous, what
 selective BN would do with them, and a recommendation with the measured evidence it rests on: the
 verdicts and accuracies of the benchmark experiments found under `output_dir`
-(`<dataset>/verdicts.csv`, `accuracy.csv`, `REPORT.md`), or a note that there are none yet. The
+(`<dataset>/verdicts.csv`, `accuracy.csv`, `REPORT.md`), or a note that there are none yet
+(`run_all.sh` runs this notebook after every experiment, so that the evidence is complete). The
 same report, as a self-contained HTML page, is written to `feasibility_report.html`; for your own
 data run `python -m sbnlib assess --data PATH` (an image folder, a `.npy`/`.npz` array or a CSV)."""),
     new_code_cell("""\
