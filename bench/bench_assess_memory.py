@@ -9,7 +9,7 @@ Generates synthetic data of ``--n`` items times each scale, of each ``--kinds``:
 
 and runs ``sbnlib.assess.assess_data`` on each in a fresh subprocess per size, which reports
 
-* peak RSS (``resource.getrusage(...).ru_maxrss``) and its growth over the RSS right after the
+* peak RSS (``VmHWM`` of ``/proc/self/status``) and its growth over the RSS right after the
   imports (Python, torch, PIL: the fixed cost),
 * the tracemalloc peak during the assessment (Python and numpy allocations; torch's own tensor
   allocations are not traced, so RSS is the figure that counts),
@@ -121,6 +121,19 @@ def make_data(kind: str, work: Path, n: int):
     return work / f"table_{n}.csv", make_csv(work / f"table_{n}.csv", n)
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB: ``VmHWM`` of /proc/self/status on Linux.
+
+    Not ``getrusage().ru_maxrss``: Linux carries that over from the parent across fork and exec, so
+    a child would report the peak of the process that generated the data.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
+
+
 def child(folder: str, batch_sizes, chunk_mb: float, image_size: int, trace: bool) -> None:
     """Run one assessment and print one JSON line of measurements."""
     import tracemalloc
@@ -130,7 +143,7 @@ def child(folder: str, batch_sizes, chunk_mb: float, image_size: int, trace: boo
     from sbnlib.assess import assess_data
 
     torch.set_num_threads(1)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    rss0 = peak_rss_mb()
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
@@ -138,7 +151,7 @@ def child(folder: str, batch_sizes, chunk_mb: float, image_size: int, trace: boo
                       label_column="label" if folder.endswith(".csv") else None)
     secs = time.perf_counter() - t0
     traced = tracemalloc.get_traced_memory()[1] / 2**20 if trace else None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     shape = res["input"]["item_shape"]
     whole = res["input"]["n_used"] * 4 * math.prod(shape) / 2**20
     print(json.dumps({"n": res["input"]["n_used"], "seconds": secs, "rss_after_imports_mb": rss0, "rss_peak_mb": rss,
@@ -233,7 +246,7 @@ def write_markdown(path, rows, setup: str, seconds: float, argv) -> None:
         lines.append(f"| {KIND_TEXT[m['kind']]} | {m['n']:,} | {m['chunk_mb']:g} | {m['seconds']:.1f} | {m['rss_peak_mb']:.1f} | "
                      f"{m['rss_growth_mb']:.1f} | {per} | {m['whole_float32_mb']:,.1f} |")
         last[key] = m
-    lines += ["", "Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss` of a fresh process; the growth is over the RSS "
+    lines += ["", "Peak RSS is the high-water mark `VmHWM` of a fresh process; the growth is over the RSS "
               "right after importing torch, PIL and sbnlib. While the data are smaller than one chunk the peak grows with "
               "them; beyond, only the index grows. " + _doc_paragraph("Memory is bounded"), ""]
     atomic_write_bytes(path, "\n".join(lines).encode())

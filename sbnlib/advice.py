@@ -269,7 +269,7 @@ def recommend(row: dict, ev: dict) -> dict:
                     f"above the threshold: selective BN would never normalise, and BN itself is degenerate at B=1.")
     else:
         t_text = f"{t:.4g}" if np.isfinite(t) else str(t)
-        headline = (f"At batch size {b}, {_pct(f)} of the {nb} batches are heterogeneous (score above the "
+        headline = (f"At batch size {b}, {_pct(f)} of the {nb:,} batches are heterogeneous (score above the "
                     f"threshold {t_text}): selective BN would normalise those and skip BN on {_pct(1 - f)} of steps.")
     rows, near = _evidence_at(ev, b)
     out = {"batch_size": b, "headline": headline, "evidence_batch_size": near, "evidence": rows}

@@ -108,14 +108,18 @@ def test_mixed_image_sizes_are_resized_and_grey_images_have_one_channel(tmp_path
     assert "resized to 8x8" in res["input"]["resize"] and res["input"]["channels"] == 1
 
 
-@pytest.mark.parametrize("kind", ["npy", "npz", "npz_compressed", "tensor"])
+@pytest.mark.parametrize("kind", ["npy", "npy_fortran", "npy_float64", "npz", "npz_compressed", "tensor"])
 def test_arrays_match_direct_computation_and_in_memory_path(tmp_path, kind):
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(300, 2, 5, 5)) * rng.uniform(0.2, 3, size=(300, 1, 1, 1)) + [[[[1.0]], [[-4.0]]]]).astype(np.float32)
-    data = {"npy": tmp_path / "x.npy", "npz": tmp_path / "x.npz", "npz_compressed": tmp_path / "xc.npz",
-            "tensor": torch.from_numpy(x)}[kind]
+    data = {"npz": tmp_path / "x.npz", "npz_compressed": tmp_path / "xc.npz",
+            "tensor": torch.from_numpy(x)}.get(kind, tmp_path / "x.npy")
     if kind == "npy":
         np.save(data, x)
+    elif kind == "npy_fortran":  # rows not contiguous on disk
+        np.save(data, np.asfortranarray(x))
+    elif kind == "npy_float64":  # read rows of 8-byte values, converted to float32 as the in-memory path does
+        np.save(data, x.astype(np.float64))
     elif kind == "npz":
         np.savez(data, images=x, labels=np.arange(300))  # two arrays: "images" is picked by name
     elif kind == "npz_compressed":
@@ -308,3 +312,16 @@ def test_reads_are_bounded_by_the_chunk_and_block_sizes(tmp_path):
     ref = assess(standardize_array(x), [4, 32, 64, 128])
     for a, b in zip(res["batch_sizes"], ref["batch_sizes"]):
         assert np.array_equal(a["scores"], b["scores"])
+
+
+def test_read_rows_reads_runs_and_names_a_short_file(tmp_path):
+    """Pass 2 reads rows of a file with plain reads (one per run of consecutive ids), not a memory map."""
+    from sbnlib.userdata import read_rows
+
+    x = np.arange(10 * 6, dtype=np.int16).reshape(10, 2, 3)
+    (tmp_path / "rows.bin").write_bytes(b"HEAD" + x.tobytes())
+    ids = np.array([7, 0, 1, 2, 9, 4, 4])
+    assert np.array_equal(read_rows(tmp_path / "rows.bin", 4, (2, 3), x.dtype, ids), x[ids])
+    assert read_rows(tmp_path / "rows.bin", 4, (2, 3), x.dtype, np.array([], dtype=np.int64)).shape == (0, 2, 3)
+    with pytest.raises(UserDataError, match="rows.bin: the file is shorter than its header says"):
+        read_rows(tmp_path / "rows.bin", 4, (2, 3), x.dtype, np.array([3, 10]))
