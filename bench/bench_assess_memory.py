@@ -4,7 +4,7 @@ Generates synthetic data of ``--n`` items times each scale, of each ``--kinds``:
 
 * ``images``: an image folder (``root/<class>/<image>.png``, 10 classes, RGB, sides 24-40 px so
   that every image is resized to 32x32),
-* ``npy``: a ``.npy`` file of float32 ``(N, 3, 32, 32)`` images (memory-mapped by the reader),
+* ``npy``: a ``.npy`` file of float32 ``(N, 3, 32, 32)`` images,
 * ``csv``: a CSV file of N rows of 64 numeric features and a label column,
 
 and runs ``sbnlib.assess.assess_data`` on each in a fresh subprocess per size, which reports
@@ -20,9 +20,9 @@ Memory is bounded when the growth stays flat while the data grow 10x and 100x. W
 one pass-2 chunk of about ``--chunk-mb`` MiB of float32 inputs, a pass-1 block of 2**20 values, the
 scorer's float64 temporaries, and an index of a few dozen bytes per item (the usable ids and the
 shuffled order, 16 bytes; for an image folder also its relative path and label); the items
-themselves are never held whole. A ``.npy`` file is mapped afresh for each block read, so the pages
-read do not accumulate in the resident memory; a CSV file is parsed once into a temporary float32
-file that pass 2 reads the same way.
+themselves are never held whole. A ``.npy`` file is read with plain file reads, a block or a run of
+rows at a time, not through a memory map (whose pages would count as resident memory); a CSV file
+is parsed once into a temporary float32 file that pass 2 reads the same way.
 
     python bench/bench_assess_memory.py                       # 1x: 2,000 images
     python bench/bench_assess_memory.py --scales 1 10         # and 20,000 images

@@ -6,9 +6,10 @@ A *source* reads items (images, array rows, CSV rows) as float32 arrays of one f
   reads (classes = the sorted sub-folders, images found recursively in each, in sorted order), any
   format Pillow opens. Every image is converted to the channel count of the first image (or
   ``channels``) and resized to ``image_size`` x ``image_size`` (bilinear; aspect ratio not kept).
-* :class:`ArraySource`: an in-memory array or tensor, a ``.npy`` file (memory-mapped) or one array
-  of a ``.npz`` file (memory-mapped when stored uncompressed, else extracted to a temporary
-  ``.npy`` first), shape ``(N, ...)``.
+* :class:`ArraySource`: an in-memory array or tensor, a ``.npy`` file or one array of a ``.npz``
+  file (in place when stored uncompressed, else extracted to a temporary ``.npy`` first), shape
+  ``(N, ...)``. Files are opened as memory maps for their header, shape and dtype, and read with
+  plain file reads (:func:`read_rows`).
 * :class:`CsvSource`: numeric features, one row per item, optional header, a label column to drop.
   Pass 1 parses the file once into a temporary float32 file that pass 2 reads.
 
