@@ -50,16 +50,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_folder(root: Path, n: int, seed: int = 0) -> float:
-    """``n`` PNGs in 10 class folders; returns the seconds it took (0 when reused)."""
+def write_folder(root: Path, n: int, seed: int = 0) -> None:
+    """``n`` PNGs in 10 class folders."""
     import numpy as np
     from PIL import Image
 
-    done = root / ".complete"
-    if done.exists() and done.read_text() == str(n):
-        return 0.0
     shutil.rmtree(root, ignore_errors=True)
-    t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     for c in range(10):
         (root / f"class_{c}").mkdir(parents=True)
@@ -69,37 +65,24 @@ def make_folder(root: Path, n: int, seed: int = 0) -> float:
         base = (np.sin(xx[:s, :s] / (3 + i % 5)) + np.cos(yy[:s, :s] / (2 + i % 7)))[..., None] * 60 + 128
         img = base * rng.uniform(0.3, 1.2, 3) + rng.normal(0, 20, (s, s, 3))
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / f"class_{i % 10}" / f"{i:07d}.png")
-    done.write_text(str(n))
-    return time.perf_counter() - t0
 
 
-def make_npy(path: Path, n: int, seed: int = 0) -> float:
-    """A float32 ``(n, 3, 32, 32)`` .npy file, written in blocks; returns the seconds (0 when reused)."""
+def write_npy(path: Path, n: int, seed: int = 0) -> None:
+    """A float32 ``(n, 3, 32, 32)`` .npy file, written in blocks."""
     import numpy as np
 
-    done = path.with_name(path.name + ".complete")
-    if done.exists() and done.read_text() == str(n):
-        return 0.0
-    t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 3, 32, 32))
     for start in range(0, n, 10_000):
         k = min(10_000, n - start)
         arr[start:start + k] = rng.normal(0, 1, (k, 3, 32, 32)) * rng.uniform(0.3, 1.2, (k, 3, 1, 1))
     arr.flush()
-    del arr
-    done.write_text(str(n))
-    return time.perf_counter() - t0
 
 
-def make_csv(path: Path, n: int, seed: int = 0) -> float:
+def write_csv(path: Path, n: int, seed: int = 0) -> None:
     """A CSV of ``n`` rows: a header, 64 numeric features and a ``label`` column."""
     import numpy as np
 
-    done = path.with_name(path.name + ".complete")
-    if done.exists() and done.read_text() == str(n):
-        return 0.0
-    t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     with open(path, "w") as f:
         f.write(",".join([f"f{j}" for j in range(64)] + ["label"]) + "\n")
@@ -107,18 +90,23 @@ def make_csv(path: Path, n: int, seed: int = 0) -> float:
             k = min(10_000, n - start)
             x = rng.normal(0, 1, (k, 64)) * rng.uniform(0.3, 3, (k, 1))
             np.savetxt(f, np.column_stack([x, rng.integers(0, 10, k)]), fmt=["%.5g"] * 64 + ["%d"], delimiter=",")
-    done.write_text(str(n))
-    return time.perf_counter() - t0
+
+
+WRITERS = {"images": ("images_{n}", write_folder), "npy": ("array_{n}.npy", write_npy), "csv": ("table_{n}.csv", write_csv)}
 
 
 def make_data(kind: str, work: Path, n: int):
-    """(path, seconds to generate) of ``kind`` data with ``n`` items under ``work``."""
-    if kind == "images":
-        return work / f"images_{n}", make_folder(work / f"images_{n}", n)
+    """(path, seconds to generate) of ``kind`` data with ``n`` items under ``work``; 0 s when reused."""
+    name, write = WRITERS[kind]
+    path = work / name.format(n=n)
+    done = work / (path.name + ".complete")  # written last: a generation cut short is redone
+    if done.exists() and done.read_text() == str(n):
+        return path, 0.0
     work.mkdir(parents=True, exist_ok=True)
-    if kind == "npy":
-        return work / f"array_{n}.npy", make_npy(work / f"array_{n}.npy", n)
-    return work / f"table_{n}.csv", make_csv(work / f"table_{n}.csv", n)
+    t0 = time.perf_counter()
+    write(path, n)
+    done.write_text(str(n))
+    return path, time.perf_counter() - t0
 
 
 def peak_rss_mb() -> float:
