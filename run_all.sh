@@ -75,6 +75,10 @@ run_nb() {  # run_nb NOTEBOOK DATASET [papermill args...]: execute into $out/DAT
     | tee "$out/$d/$nb.log" | grep --line-buffered -E "runs\): +[0-9]+%" | sed -u 's/^/      /'
   return "${PIPESTATUS[0]}"
 }
+nb_failed() {  # nb_failed NOTEBOOK DATASET: say so with the log's tail, and mark the dataset failed in its status.json
+  echo "   FAILED: $1 (log: $out/$2/$1.log)"; tail -n 5 "$out/$2/$1.log" | sed 's/^/     /'
+  status_json "$out/$2" failed "$1.ipynb failed; see $2/$1.log"
+}
 render() { "$venv_bin/jupyter" nbconvert --to html --log-level WARN "$1" >/dev/null 2>&1 || echo "  (HTML rendering of $1 failed)"; }
 
 for d in $datasets; do
@@ -94,8 +98,7 @@ for d in $datasets; do
     render "$out/$d/experiment.ipynb"
     done_ok+=("$d")
   else
-    echo "   FAILED: experiment (log: $out/$d/experiment.log)"; tail -n 5 "$out/$d/experiment.log" | sed 's/^/     /'
-    status_json "$out/$d" failed "experiment.ipynb failed; see $d/experiment.log"
+    nb_failed experiment "$d"
     failed+=("$d")
   fi
 done
@@ -120,8 +123,7 @@ for d in "${with_data[@]}"; do
   if run_nb feasibility "$d"; then
     render "$out/$d/feasibility.ipynb"
   else
-    echo "   FAILED: feasibility (log: $out/$d/feasibility.log)"; tail -n 5 "$out/$d/feasibility.log" | sed 's/^/     /'
-    status_json "$out/$d" failed "feasibility.ipynb failed; see $d/feasibility.log"
+    nb_failed feasibility "$d"
     failed+=("$d feasibility")
   fi
 done

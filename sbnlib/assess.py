@@ -153,10 +153,10 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
                     continue
                 part = xs[: min(stop, used[b]) - start]  # a view: no copy of the chunk per batch size
                 if pending[b] is not None:  # complete the batch carried over from the last chunk
-                    head = torch.cat([pending[b], part[: b - pending[b].shape[0]]])
-                    part = part[b - pending[b].shape[0]:]
-                    pending[b] = head if head.shape[0] < b else None
-                    if pending[b] is not None:
+                    need = b - pending[b].shape[0]
+                    head, part = torch.cat([pending[b], part[:need]]), part[need:]
+                    if head.shape[0] < b:  # this chunk is smaller than what the batch still needs
+                        pending[b] = head
                         continue
                     parts[b].append(score_batches(head, b, scorer, max_elements=2**20))
                 k = (part.shape[0] // b) * b

@@ -390,10 +390,9 @@ class ArraySource(Source):
         elif layout == "nhwc":
             raise UserDataError(f"{label}: layout nhwc needs a 4-D array, got shape {arr.shape}")
         self.arr = arr
-        self._file = None  # a file-backed array is read with file reads, not through its memory map: see _rows
+        self._file = None  # (path, offset, order) of a file-backed array, read with file reads: see _rows
         if isinstance(arr, np.memmap):
-            self._file = (arr.filename, arr.offset)
-            self.fortran = arr.flags.f_contiguous and not arr.flags.c_contiguous
+            self._file = (arr.filename, arr.offset, "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C")
         self.n_items = int(arr.shape[0])
         shape = tuple(int(s) for s in arr.shape[1:])
         if arr.ndim == 3:
@@ -426,24 +425,26 @@ class ArraySource(Source):
         pos = f"column {bad[0]}" if a.ndim == 1 else "element [" + ", ".join(str(i) for i in (row, *bad)) + "]"
         return f"{what} at row {row}, {pos}" if a.ndim == 1 else f"{what} at row {row} ({pos})"
 
-    def _rows(self, ids: np.ndarray) -> np.ndarray:
-        """Rows ``ids`` of the array as stored (its dtype and layout).
+    def _rows(self, sel) -> np.ndarray:
+        """Rows ``sel`` (a slice, or an array of ids) of the array as stored (its dtype and layout).
 
         A file is read with plain reads, not through its memory map: the pages of a mapping count as
         resident memory of this process, and reading scattered rows through one maps whole blocks of
         the file around each (measured: ~300 KB per 12 KB row), which would defeat the chunking.
         """
         if self._file is None:
-            return self.arr[ids]
-        if self.fortran:  # rare: rows are not contiguous on disk; a fresh mapping, dropped on return
-            return np.asarray(np.memmap(self._file[0], self.arr.dtype, "r", self._file[1], self.arr.shape, "F")[ids])
-        return read_rows(self._file[0], self._file[1], self.arr.shape[1:], self.arr.dtype, ids)
+            return np.asarray(self.arr[sel])  # a view for a slice
+        path, offset, order = self._file
+        if order == "F":  # rare: rows are not contiguous on disk; a fresh mapping, dropped on return
+            return np.asarray(np.memmap(path, self.arr.dtype, "r", offset, self.arr.shape, "F")[sel])
+        ids = np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
+        return read_rows(path, offset, self.arr.shape[1:], self.arr.dtype, ids)
 
     def blocks(self, block_items: int) -> Iterator[Block]:
         floating = np.issubdtype(self.arr.dtype, np.floating)
         for start in range(0, self.n_items, block_items):
-            raw = self._rows(np.arange(start, min(start + block_items, self.n_items)))
-            ids = np.arange(start, start + raw.shape[0], dtype=np.int64)
+            stop = min(start + block_items, self.n_items)
+            raw, ids = self._rows(slice(start, stop)), np.arange(start, stop, dtype=np.int64)
             bad = []
             if floating:
                 ok = np.isfinite(raw.reshape(raw.shape[0], -1)).all(axis=1)
