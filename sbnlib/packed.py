@@ -23,6 +23,8 @@ and evaluation, the shift probe and the inference policies run on the unpacked m
 from __future__ import annotations
 
 import copy
+import math
+import time
 from typing import List, Sequence
 
 import torch
@@ -126,15 +128,15 @@ class PackedBatchNorm(_BatchNorm):
         if n_on == 0:
             return skipped
         # Mixed: normalise every channel, keep the skipped seeds' output and running statistics.
-        # F.batch_norm updates the running statistics it is given in place, so it gets copies and
-        # only the normalised seeds' channels are copied back.
-        ch = self.channel_mask(on, self.running_mean)
+        # F.batch_norm updates the running statistics it is given in place, so it gets copies; the
+        # buffers are then replaced, not overwritten ("frozen" saved them for its backward pass).
+        ch = on.repeat_interleave(self.seed_features)
         mean, var = (None, None) if not self.track_running_stats else (
             self.running_mean.clone(), self.running_var.clone())
         normalised = F.batch_norm(input, mean, var, self.weight, self.bias, batch_stats, self.momentum, self.eps)
         if update:
-            self.running_mean.copy_(torch.where(ch, mean, self.running_mean))
-            self.running_var.copy_(torch.where(ch, var, self.running_var))
+            self.running_mean = torch.where(ch, mean, self.running_mean)
+            self.running_var = torch.where(ch, var, self.running_var)
             self.num_batches_tracked += on
         return torch.where(self.channel_mask(on, input), normalised, skipped)
 
@@ -213,14 +215,17 @@ def pack(models: Sequence[nn.Module]) -> PackedModel:
 
 
 @torch.no_grad()
-def unpack(packed: PackedModel, into: Sequence[nn.Module] | None = None) -> List[nn.Module]:
-    """The S single models of ``packed`` (copies of its template, or the models ``into``, overwritten):
-    weights, running statistics, ``num_batches_tracked`` and selective-BN counters."""
+def unpack(packed: PackedModel, into: Sequence[nn.Module] | None = None,
+           seeds: Sequence[int] | None = None) -> List[nn.Module]:
+    """Single models of the packed seeds ``seeds`` (positions, all by default): weights, running
+    statistics, ``num_batches_tracked`` and selective-BN counters, loaded into the models ``into``
+    (one per seed, overwritten) or into copies of the template."""
     s = packed.num_seeds
-    models = list(into) if into is not None else [copy.deepcopy(packed.template) for _ in range(s)]
+    seeds = range(s) if seeds is None else seeds
+    models = list(into) if into is not None else [copy.deepcopy(packed.template) for _ in seeds]
     state = packed.net.state_dict()
     shapes = {k: v.shape for k, v in packed.template.state_dict().items()}
-    for i, m in enumerate(models):
+    for i, m in zip(seeds, models):
         m.load_state_dict({k: v.reshape(s, *shapes[k])[i] for k, v in state.items()})
         for name, layer in m.named_modules():
             if isinstance(layer, _SelectiveBatchNorm):
@@ -234,3 +239,223 @@ def seed_grad_norms(params: Sequence[Tensor], num_seeds: int) -> Tensor:
     it for a single model (the norm of the per-tensor norms); parameters without a gradient are left out."""
     norms = [torch.linalg.vector_norm(p.grad.reshape(num_seeds, -1), dim=1) for p in params if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(norms), dim=0)
+
+
+def _step_except(opt: torch.optim.Optimizer, frozen: Sequence[tuple], num_seeds: int) -> None:
+    """``opt.step()``, except that for every ``(parameter, seeds)`` of ``frozen`` the blocks of the
+    seeds in the bool mask ``seeds`` keep their values and momentum buffers.
+
+    Used where a single run would not have touched them: a diverged seed's run has ended, and the
+    affine parameters of a BN layer that a seed skipped as identity had no gradient in its single
+    run, where SGD then leaves a parameter alone altogether (no weight decay, no momentum); packed,
+    they have a zero gradient, which SGD would not ignore. A momentum buffer that did not exist yet
+    is kept at zero, which is what it is for SGD when it is first created (``buf = grad``)."""
+    saved = []
+    for p, seeds in frozen:
+        buf = opt.state[p].get("momentum_buffer") if p in opt.state else None
+        saved.append((p, seeds, p.detach().unflatten(0, (num_seeds, -1))[seeds].clone(),
+                      None if buf is None else buf.unflatten(0, (num_seeds, -1))[seeds].clone()))
+    opt.step()
+    with torch.no_grad():
+        for p, seeds, value, buf in saved:
+            p.unflatten(0, (num_seeds, -1))[seeds] = value
+            new = opt.state[p].get("momentum_buffer") if p in opt.state else None
+            if new is not None:
+                new.unflatten(0, (num_seeds, -1))[seeds] = 0.0 if buf is None else buf
+
+
+def _check_group(cfgs: Sequence) -> None:
+    """The configurations of one packed group differ in nothing but their (distinct) seeds."""
+    import dataclasses
+
+    if not cfgs:
+        raise ValueError("train_packed needs at least one configuration")
+    rest = [dataclasses.replace(c, seed=0) for c in cfgs]
+    if any(r != rest[0] for r in rest):
+        raise ValueError("a packed group's configurations must differ only in the seed")
+    seeds = [c.seed for c in cfgs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a packed group's seeds must be distinct, got {seeds}")
+
+
+class _Seed:
+    """What a single run keeps, for one seed of a packed group."""
+
+    def __init__(self, cfg, model, plan, x_probe, total_steps):
+        from .train import _ShiftProbe
+
+        self.cfg, self.model, self.plan = cfg, model, plan
+        self.steps = {"loss": [], "grad_norm": [], "bn_on": []}
+        self.epochs, self.status, self.diverged_at = [], "ok", None
+        self.probe = _ShiftProbe(model, x_probe, total_steps, cfg.probe_points)
+        self.needs_bn, self.sel_info = None, {}
+        self.loss_sum = 0.0
+
+
+def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False) -> List[dict]:
+    """Train the seeds ``cfgs`` of one configuration as one packed model; one record per seed, in
+    the format of :func:`sbnlib.train.train` (same keys, same meaning), in ``cfgs`` order.
+
+    Per seed, everything is what its single run has: initial weights (``torch.manual_seed(seed)``,
+    then ``build_model``), batch plan, selection decisions, optimizer state, per-step loss,
+    gradient norm (its own parameters), BN decisions and counts, shift probe, evaluation. A seed
+    whose loss or gradient norm is not finite ends there (``status="diverged"``), as its single run
+    would, while the others go on. The numbers equal the single runs' up to float rounding (a
+    grouped convolution sums in another order than a plain one).
+    """
+    import numpy as np
+
+    from .data import make_batch_plan
+    from .layers import selective_layers
+    from .models import build_model
+    from .train import _prepared, _progress, _selection
+
+    cfgs = [c.validate() for c in cfgs]
+    _check_group(cfgs)
+    first, n = cfgs[0], len(cfgs)
+    if first.optimizer != "sgd":
+        raise ValueError("the packed engine trains with optimizer='sgd' (Adam's step count is per tensor, "
+                         "not per seed); use engine='single'")
+    t0 = time.perf_counter()
+    ds, x_train, x_test = dataset or _prepared(first.dataset, None if root is None else str(root),
+                                               first.n_train, first.n_test, first.data_seed)
+    y_train = ds.y_train
+    if first.batch_size > x_train.shape[0]:
+        raise ValueError(f"batch_size={first.batch_size} is larger than the {x_train.shape[0]} training "
+                         f"samples of {first.dataset}; lower the batch size")
+    singles = []
+    for c in cfgs:
+        torch.manual_seed(c.seed)  # each seed's initial weights exactly as its single run's
+        singles.append(build_model(c.model, ds.in_shape, ds.num_classes, norm=c.norm))
+    packed = pack(singles)
+    opt = torch.optim.SGD(packed.parameters(), lr=first.effective_lr, momentum=first.momentum,
+                          weight_decay=first.weight_decay)
+    params = [p for p in packed.parameters() if p.requires_grad]
+    sel_layers = [m for m in packed.modules() if isinstance(m, PackedBatchNorm) and m.skip_mode is not None]
+    identity_layers = [m for m in sel_layers if m.skip_mode == "identity" and m.affine]
+    n_bn_layers = sum(1 for m in singles[0].modules() if isinstance(m, _BatchNorm))
+
+    n_batches = x_train.shape[0] // first.batch_size
+    total_steps = n_batches * first.epochs
+    runs = [_Seed(c, m, make_batch_plan(x_train.shape[0], c.batch_size, seed=c.seed), x_train[:256], total_steps)
+            for c, m in zip(cfgs, singles)]
+    for r in runs:
+        r.probe.maybe(0)
+    dead = torch.zeros(n, dtype=torch.bool)
+    bar = _progress(first, total_steps, progress)
+    loop_time = 0.0
+    for epoch in range(first.epochs):
+        if first.reform_batches and epoch > 0:
+            for r in runs:
+                r.plan = make_batch_plan(x_train.shape[0], r.cfg.batch_size, seed=r.cfg.seed, epoch=epoch)
+        if epoch == 0 or first.reform_batches:
+            for r in runs:
+                r.needs_bn, r.sel_info = _selection(r.cfg, x_train, r.plan, epoch)
+        plans = torch.stack([r.plan for r in runs], 1)  # (batches, S, B)
+        needs = torch.from_numpy(np.stack([r.needs_bn for r in runs], 1))  # (batches, S)
+        packed.train()
+        for r in runs:
+            r.loss_sum = 0.0
+        correct = torch.zeros(n, dtype=torch.long)
+        t_loop = time.perf_counter()
+        for i in range(n_batches):
+            idx = plans[i].T  # (B, S): seed s's batch in column s
+            on = needs[i]
+            for m in sel_layers:
+                m.enabled = on
+            out = packed(pack_inputs(x_train[idx]))  # (B, S, classes)
+            yb = y_train[idx]
+            # each seed's mean cross-entropy; their sum has each seed's own gradient
+            losses = F.cross_entropy(out.transpose(1, 2), yb, reduction="none").mean(0)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            lv, gv = losses.tolist(), seed_grad_norms(params, n).tolist()
+            for k, r in enumerate(runs):
+                if dead[k]:
+                    continue
+                r.steps["loss"].append(lv[k])
+                r.steps["grad_norm"].append(gv[k])
+                r.steps["bn_on"].append(bool(on[k]))
+                if not (math.isfinite(lv[k]) and math.isfinite(gv[k])):
+                    # the single run stops before this step's update: its model is the packed
+                    # seed's now, and its last epoch ends here
+                    r.status, r.diverged_at = "diverged", len(r.steps["loss"]) - 1
+                    unpack(packed, into=[r.model], seeds=[k])
+                    r.epochs.append(_epoch_entry(r, x_test, ds.y_test, epoch, r.loss_sum, int(correct[k]), i + 1,
+                                                 n_bn_layers))
+                    dead[k] = True
+            if bool(dead.all()):
+                break
+            frozen = [(p, dead) for p in params] if bool(dead.any()) else []
+            if identity_layers and 0 < int(on.sum()) < n:
+                frozen += [(p, ~on | dead) for m in identity_layers for p in (m.weight, m.bias)]
+            _step_except(opt, frozen, n)
+            correct += (out.argmax(2) == yb).sum(0)
+            for k, r in enumerate(runs):
+                r.loss_sum += lv[k]
+            done = epoch * n_batches + i + 1
+            if any(done in r.probe.at for r in runs):
+                unpack(packed, into=[r.model for k, r in enumerate(runs) if not dead[k]],
+                       seeds=[k for k in range(n) if not dead[k]])
+                for k, r in enumerate(runs):
+                    if not dead[k]:
+                        r.probe.maybe(done)
+            bar.update(1)
+        loop_time += time.perf_counter() - t_loop
+        alive = [k for k in range(n) if not dead[k]]
+        unpack(packed, into=[runs[k].model for k in alive], seeds=alive)
+        for k in alive:
+            runs[k].epochs.append(_epoch_entry(runs[k], x_test, ds.y_test, epoch, runs[k].loss_sum,
+                                               int(correct[k]), n_batches, n_bn_layers))
+        if not alive:
+            break
+    bar.close()
+    wall = time.perf_counter() - t0
+    return [_record(r, ds, x_train, x_test, n_bn_layers, wall / n, loop_time / n) for r in runs]
+
+
+def _epoch_entry(r: _Seed, x_test, y_test, epoch, loss_sum, correct, n_steps, n_bn_layers) -> dict:
+    # TEMPORARY until main's train.py helpers are merged
+    import numpy as np
+
+    from .train import evaluate
+
+    test_acc, test_loss = evaluate(r.model, x_test, y_test, r.cfg.eval_batch_size)
+    return {"epoch": epoch, "train_loss": loss_sum / n_steps, "train_acc": correct / (n_steps * r.cfg.batch_size),
+            "test_acc": test_acc, "test_loss": test_loss,
+            "frac_normalized": float(np.mean(r.needs_bn)) if n_bn_layers else 0.0, **r.sel_info}
+
+
+def _record(r: _Seed, ds, x_train, x_test, n_bn_layers, wall, loop_time) -> dict:
+    # TEMPORARY until main's train.py helpers are merged
+    import dataclasses
+    import platform
+
+    import numpy as np
+
+    from . import __version__
+    from .layers import bn_counts, selective_layers
+    from .train import _inference_policies, _running_stat_drift, config_hash
+
+    cfg, model, steps = r.cfg, r.model, r.steps
+    inference = {"running_stats_drift": _running_stat_drift(model, x_train[:1000]) if n_bn_layers else None}
+    if any(True for _ in selective_layers(model)):
+        inference.update(_inference_policies(model, cfg, x_test, ds.y_test, r.sel_info.get("threshold")))
+    n_on = int(np.sum(steps["bn_on"]))
+    n_steps = len(steps["loss"])
+    counts = bn_counts(model)
+    if counts["layers"] == 0:
+        counts = {"layers": n_bn_layers, "layer_batches_normalized": n_bn_layers * n_steps,
+                  "layer_batches_skipped": 0}
+    return {
+        "config": dataclasses.asdict(cfg), "config_hash": config_hash(cfg), "status": r.status,
+        "diverged_at_step": r.diverged_at, "final_test_acc": r.epochs[-1]["test_acc"],
+        "final_test_loss": r.epochs[-1]["test_loss"], "epochs": r.epochs, "steps": steps,
+        "probe": r.probe.record(), "inference": inference,
+        "bn": {**counts, "batches_normalized": n_on if n_bn_layers else 0,
+               "batches_skipped": (n_steps - n_on) if n_bn_layers else 0,
+               "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},
+        "data": ds.provenance, "wall_time_s": wall, "loop_time_s": loop_time,
+        "versions": {"sbnlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
