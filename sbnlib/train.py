@@ -67,6 +67,7 @@ METHODS = {
 
 # learning-rate scaling rules: exponent of batch_size / lr_ref_batch
 LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+ENGINES = ("single", "packed")  # which trainer produced a record: train() or sbnlib.packed.train_packed
 
 
 @dataclass
@@ -95,6 +96,7 @@ class TrainConfig:
     lr_ref_batch: int = 32
     probe_points: int = 0
     eval_batch_size: int = 100  # evaluation chunk: numbers do not depend on it beyond float rounding; 100 is fastest here
+    engine: str = "single"  # "single": train(); "packed": sbnlib.packed.train_packed, the seeds of a configuration together
 
     def validate(self) -> "TrainConfig":
         def _int(name, lo=1):
@@ -114,6 +116,10 @@ class TrainConfig:
             raise ValueError(f"unknown lr_scaling {self.lr_scaling!r}; choose one of {list(LR_SCALINGS)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'sgd' or 'adam'")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
+        if self.engine == "packed" and self.optimizer != "sgd":  # Adam's step count is per tensor, not per seed
+            raise ValueError("engine='packed' trains with optimizer='sgd'; use engine='single' for Adam")
         for name in ("batch_size", "epochs", "eval_batch_size", "lr_ref_batch"):
             _int(name)
         _int("probe_points", 0)
