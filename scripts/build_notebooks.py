@@ -147,9 +147,23 @@ print(ds, "\\nprovenance:", ds.provenance["status"], "-", ds.provenance["note"])
 for w in ds.provenance["warnings"]:
     print("WARNING:", w)
 print("sweep:", P.sweep)"""),
-    new_markdown_cell("## Training every (method, batch size, seed)"),
+    new_markdown_cell("""\
+## The training regime, and each method's learning rate chosen on validation data
+
+Every run uses the same recipe (printed above as `sweep`): SGD with Nesterov momentum, a linear
+warm-up over the first 15% of the steps, then cosine decay to zero. A stratified 10% of the
+training images is held out for validation. Each method gets its own peak learning rate per batch
+size, chosen the same way for all: every value of the grid is trained on tuning seeds that are
+not evaluation seeds, and the value with the best mean final **validation** accuracy is kept.
+The test set plays no part in the choice. A choice at an edge of the grid (column `edge`) means
+the grid should be wider."""),
     new_code_cell("""\
-results, df, wall_time = ex.run(P)
+selection = ex.tune(P, ds)
+display(selection[selection.chosen].pivot(index="batch_size", columns="method", values="lr"))
+display(selection)"""),
+    new_markdown_cell("## Training every (method, batch size, seed) at its selected learning rate"),
+    new_code_cell("""\
+results, df, wall_time = ex.run(P, selection)
 print(f"{len(results)} runs; {wall_time:.0f} s in this session; "
       f"{df.wall_time_s.sum():.0f} s of training in all; diverged: {int(df.diverged.sum())}")
 out = ex.analyse(P, ds, results, df, wall_time)"""),
@@ -165,6 +179,18 @@ normalised."""),
     new_code_cell("""\
 print(report.C1_RULE)
 display(out["accuracy"])"""),
+    new_markdown_cell("""\
+## Did every method converge?
+
+A comparison is only meaningful where the baselines are trained to their plateau. Per batch size
+and method (means over seeds): the learning rate used, the training accuracy on the last epoch's
+batches, the final validation accuracy, and how much validation accuracy the last two epochs still
+added (below 0.5 pp: plateaued). Where BN's test accuracy falls short of the target this CNN
+reaches on the dataset, every verdict at that batch size reads *baseline not converged* and is
+not counted. The learning curves below show BN's validation accuracy after every epoch."""),
+    new_code_cell("""\
+display(out["convergence"])
+display(Image(str(P.out / "learning_curves.png")))"""),
     new_markdown_cell("""\
 ## Accuracy against batch size
 
