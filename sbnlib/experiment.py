@@ -80,8 +80,14 @@ class Params:
         return self.output_dir / self.dataset
 
 
+def default_output_dir(profile: str) -> str:
+    """Where a profile writes by default: the committed ``outputs/`` for ``cpu`` only, so that no
+    other profile's run can overwrite the committed results; ``outputs/<profile>`` (ignored by git)."""
+    return "outputs" if profile == "cpu" else f"outputs/{profile}"
+
+
 def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None, epochs=None,
-                   methods=None, n_train=None, n_test=None, data_root=None, output_dir="outputs",
+                   methods=None, n_train=None, n_test=None, data_root=None, output_dir=None,
                    jobs=1, scheduler=None) -> Params:
     """Validate notebook parameters; raise one :class:`ParameterError` naming the problem and the fix."""
     if dataset not in dataset_names():
@@ -122,7 +128,7 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
         data_root = str(REPO_ROOT / "data")
     elif data_root is not None:
         data_root = str(_repo_path(data_root))
-    out = _repo_path(output_dir)
+    out = _repo_path(default_output_dir(profile) if output_dir is None else output_dir)
     try:
         ensure_writable_dir(out / dataset, option="output_dir")
     except OSError as e:
@@ -336,7 +342,7 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
             "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}
 
 
-def summary(datasets, output_dir="outputs"):
+def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's folder
     """Collect every dataset's verdicts; write REPORT.md.
 
     Returns ``(verdicts, statuses, report_path, extra)``; ``extra["sanity"]`` is the BN-vs-GroupNorm

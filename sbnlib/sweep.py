@@ -149,6 +149,8 @@ def tuning_configs(dataset: str, params: dict) -> List[TrainConfig]:
 ABLATION = {
     "smoke": dict(batch_sizes=[4], seeds=2, rates=[0.0, 0.5, 1.0], strategies=["mean", "otsu"],
                   scorers=["feature_std", "norm_cv"]),
+    "quick": dict(batch_sizes=[8], seeds=3, rates=[0.0, 0.5, 1.0], strategies=["mean", "otsu"],
+                  scorers=["feature_std", "norm_cv"]),
     # 8 seeds: Holm over the 3 inner rates can reach 3 * 2/2^8 = 0.023 < 0.05 (5 seeds could not: 0.19)
     "cpu": dict(batch_sizes=[4, 8], seeds=8, rates=[0.0, 0.25, 0.5, 0.75, 1.0],
                 strategies=["mean", "median", "otsu", "quantile"], scorers=None),
