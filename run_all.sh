@@ -10,17 +10,18 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'USAGE'
-usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
+usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
                     [--ablation-dataset NAME | --no-ablation] [--scheduler ADDR]
-  --profile        smoke (minutes), cpu (default, 1.5-2 hours on 2 cores), paper (full data; GPU or a long run)
+  --profile        smoke (minutes, for CI), quick (a newcomer's first run), cpu (default: the committed results;
+                   hours, resumable across sittings), paper (full data; GPU or a long run). See README for measured times.
   --datasets       which datasets (default: the paper's four and mnist_fmnist_mix, the heterogeneity stress set)
   --data-root      where the datasets are (default: $SBN_DATA_ROOT, else ./data)
   --download       fetch missing datasets through torchvision (needs internet)
   --jobs           parallel training processes (default 2)
   --scheduler      train on a Dask cluster at this scheduler address (e.g. tcp://host:8786) instead of
                    local processes; needs pip install "sbnlib[cluster]" (--jobs is then ignored)
-  --output-dir     default outputs
+  --output-dir     default outputs for the cpu profile (the committed results), outputs/<profile> for the others
   --allow-missing  exit 0 even if a dataset's files are missing (it is still reported as not run)
   --ablation-dataset  run notebooks/ablation.ipynb on this dataset after its experiment (default fashion_mnist;
                    skipped with a note when that dataset is not in --datasets or did not run)
@@ -28,7 +29,7 @@ usage: ./run_all.sh [--profile smoke|cpu|paper] [--datasets "mnist fashion_mnist
 USAGE
 }
 
-profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix"; jobs=2; out=outputs; allow_missing=0; download=0; ablation=fashion_mnist
+profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix"; jobs=2; out=""; allow_missing=0; download=0; ablation=fashion_mnist
 data_root="${SBN_DATA_ROOT:-}"; sched=()
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -47,7 +48,9 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
-case "$profile" in smoke|cpu|paper) ;; *) echo "error: unknown profile '$profile'; choose smoke, cpu or paper" >&2; exit 2 ;; esac
+case "$profile" in smoke|quick|cpu|paper) ;; *) echo "error: unknown profile '$profile'; choose smoke, quick, cpu or paper" >&2; exit 2 ;; esac
+# only the cpu profile writes the committed outputs/; the others never overwrite them
+[ -n "$out" ] || { [ "$profile" = cpu ] && out=outputs || out="outputs/$profile"; }
 case "$jobs" in ''|*[!0-9]*|0*) echo "error: --jobs must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
 for d in $datasets; do
   case "$d" in mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;

@@ -22,6 +22,8 @@ from typing import List
 
 import numpy as np
 
+from .report import NOT_CONVERGED
+
 __all__ = ["benchmark_evidence", "find_evidence_dir", "recommend", "add_recommendations", "recommendation_lines",
            "report_figures", "report_html", "write_html_report", "RECOMMENDATION_RULE", "DATASET_TITLES"]
 
@@ -295,6 +297,10 @@ def recommend(row: dict, ev: dict) -> dict:
             rng = _diff_range([r for r in rows if r["dataset"] in inc])
             parts.append(f"on {_join(inc)} at {at} the difference was not significant "
                          f"(C1 inconclusive{'; ' + rng if rng else ''})")
+        unconv = [r["dataset"] for r in rows if r.get("C1") == NOT_CONVERGED]
+        if unconv:
+            parts.append(f"on {_join(unconv)} at {at} BN had not reached its target accuracy, so that comparison "
+                         f"is not counted ({NOT_CONVERGED})")
         action = ("compare both" if sup and con else "use BN" if con else "try selective BN" if sup
                   else "no measured difference")
         reason = "; ".join(parts)

@@ -53,6 +53,7 @@ __all__ = [
     "DataError",
     "DataWarning",
     "load_dataset",
+    "validation_split",
     "resolve_root",
     "stratified_subsample",
     "make_batch_plan",
@@ -547,6 +548,21 @@ def stratified_subsample(labels: torch.Tensor, n: int, seed: int) -> torch.Tenso
         members = np.flatnonzero(y == c)
         chosen.append(members[rng.permutation(members.shape[0])[:q]])
     return torch.from_numpy(np.sort(np.concatenate(chosen)).astype(np.int64))
+
+
+def validation_split(labels: torch.Tensor, frac: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(train_idx, val_idx)``: a seeded, class-stratified validation split of ``frac`` of the
+    samples (:func:`stratified_subsample`, ``round(frac * N)`` of them) and the rest, both sorted
+    and disjoint. ``frac=0`` gives every index to training and an empty validation set. The
+    split's seed is derived from ``seed`` so that it differs from the subset drawn with ``seed``."""
+    n = int(labels.shape[0])
+    n_val = int(round(frac * n))
+    if n_val == 0:
+        return torch.arange(n, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    val = stratified_subsample(labels, n_val, seed=seed + 0x7A11)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    return torch.nonzero(keep).flatten(), val
 
 
 def _channel_stats(x: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

@@ -17,7 +17,8 @@ from . import report
 from .data import dataset_names, load_dataset
 from .io import atomic_write_json, ensure_writable_dir
 from .scoring import SCORERS
-from .sweep import PROFILES, dask_client, experiment_configs, iter_results, profile_params, run_configs
+from .sweep import (PROFILES, dask_client, experiment_configs, iter_results, profile_params, run_configs,
+                    tuning_configs)
 from .threshold import STRATEGIES
 from .train import METHODS
 
@@ -79,8 +80,14 @@ class Params:
         return self.output_dir / self.dataset
 
 
+def default_output_dir(profile: str) -> str:
+    """Where a profile writes by default: the committed ``outputs/`` for ``cpu`` only, so that no
+    other profile's run can overwrite the committed results; ``outputs/<profile>`` (ignored by git)."""
+    return "outputs" if profile == "cpu" else f"outputs/{profile}"
+
+
 def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None, epochs=None,
-                   methods=None, n_train=None, n_test=None, data_root=None, output_dir="outputs",
+                   methods=None, n_train=None, n_test=None, data_root=None, output_dir=None,
                    jobs=1, scheduler=None) -> Params:
     """Validate notebook parameters; raise one :class:`ParameterError` naming the problem and the fix."""
     if dataset not in dataset_names():
@@ -121,7 +128,7 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
         data_root = str(REPO_ROOT / "data")
     elif data_root is not None:
         data_root = str(_repo_path(data_root))
-    out = _repo_path(output_dir)
+    out = _repo_path(default_output_dir(profile) if output_dir is None else output_dir)
     try:
         ensure_writable_dir(out / dataset, option="output_dir")
     except OSError as e:
@@ -198,10 +205,49 @@ def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
 # Experiment
 # ----------------------------------------------------------------------------------------------
 
-def run(P: Params, progress: bool = True):
-    """Train every run of the sweep that has no result file yet; returns (results, DataFrame, wall time)."""
+def tune(P: Params, ds=None, progress: bool = True):
+    """Choose every method's peak learning rate per batch size on the validation split.
+
+    Trains the tuning runs (:func:`sbnlib.sweep.tuning_configs`: every method x batch size x
+    ``lr_grid`` value x tuning seed; results in ``<out>/tuning/``), then picks, per method and batch
+    size, the grid value with the best mean final validation accuracy
+    (:func:`sbnlib.stats.select_learning_rates`). Writes ``lr_selection.csv`` / ``.md``; returns the
+    selection table. No test accuracy is read.
+    """
+    from .stats import select_learning_rates
+
     t0 = time.perf_counter()
-    configs = experiment_configs(P.dataset, P.sweep)
+    try:
+        configs = tuning_configs(P.dataset, P.sweep)
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
+    results = run_configs(configs, P.out / "tuning", root=P.data_root, jobs=P.jobs, progress=progress,
+                          desc=f"{P.dataset} lr selection ({len(configs)} runs)", scheduler=P.scheduler)
+    sel = select_learning_rates(pd.DataFrame(list(iter_results(results))))
+    table = sel.assign(val_acc_mean=(100 * sel.val_acc_mean).round(2), val_acc_std=(100 * sel.val_acc_std).round(2))
+    if ds is not None:
+        prov = report.make_provenance(ds.provenance, P.profile, P.sweep, time.perf_counter() - t0)
+        edges = table[table.chosen & (table.edge != "")]
+        report.write_table(
+            table.set_index(["method", "batch_size", "lr"]), P.out, "lr_selection",
+            f"{P.dataset}: learning rate chosen per method and batch size on the validation split", prov,
+            f"Peak learning rate at batch size 32 (scaled by sqrt(B/32) at batch size B) from the grid "
+            f"{P.sweep['lr_grid']}, chosen per method and batch size by the mean final validation accuracy (%) over "
+            f"the tuning seeds {P.sweep['tune_seeds']} (not evaluation seeds); ties go to the smaller rate. "
+            + (f"{len(edges)} of {int(table.chosen.sum())} choices lie at an edge of the grid (column edge)."
+               if len(edges) else "No choice lies at an edge of the grid."))
+    return sel
+
+
+def run(P: Params, selection=None, progress: bool = True):
+    """Train every run of the sweep that has no result file yet, each method at the learning rate
+    ``selection`` chose for it (:func:`tune`; None: the profile's ``lr`` for all); returns
+    (results, DataFrame, wall time)."""
+    from .stats import chosen_learning_rates
+
+    t0 = time.perf_counter()
+    lr_for = None if selection is None else chosen_learning_rates(selection)
+    configs = experiment_configs(P.dataset, P.sweep, lr_for=lr_for)
     results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
                           desc=f"{P.dataset} ({len(configs)} runs)", scheduler=P.scheduler)
     df = pd.DataFrame(list(iter_results(results)))
@@ -210,7 +256,7 @@ def run(P: Params, progress: bool = True):
 
 def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dict:
     """Accuracy table, stability analysis, verdicts and figures; all written under ``P.out``."""
-    from .plots import plot_accuracy_vs_batch, plot_loss_curves, plot_stability
+    from .plots import plot_accuracy_vs_batch, plot_learning_curves, plot_loss_curves, plot_stability
 
     methods = P.sweep["methods"]
     run_time = float(df["wall_time_s"].sum())
@@ -225,13 +271,31 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
     for base in ("random", "gn"):  # the controls: is it heterogeneity that matters? would GroupNorm do?
         if f"sbn vs {base}" in acc["accuracy"]:
             verdicts[f"sbn vs {base}"] = acc["accuracy"][f"sbn vs {base}"].values
+    # a verdict that rests on a BN baseline below its target is labelled, not counted
+    converged = report.bn_converged(df, P.dataset)
+    verdict_cols = ["C1", "C2", "sbn vs random", "sbn vs gn", "C1 vs bn"]
+    acc["accuracy"] = report.label_unconverged(acc["accuracy"], converged, verdict_cols)
+    verdicts = report.label_unconverged(verdicts.set_index("batch_size"), converged, verdict_cols).reset_index()
+    verdicts["bn converged"] = [{True: "yes", False: "no", None: "no target"}[converged.get(int(b))]
+                                for b in verdicts.batch_size]
+    convergence = report.convergence_table(df, methods)
     diverged = df[df.diverged].groupby("method").size().to_dict()
     notes = (f"Cells: final test accuracy (%) mean ± std over {df.seed.nunique()} paired seeds. "
              "Differences in percentage points with a 95% bootstrap CI; p-values Holm-adjusted across batch sizes. "
              + report.C1_RULE + (f" Diverged runs: {diverged}." if diverged else " No run diverged."))
+    target = report.BN_TARGETS.get(P.dataset)
+    notes += (f" BN's target on {P.dataset}: {100 * target:.1f}% test accuracy; at a batch size where BN's mean falls "
+              f"short, every verdict reads '{report.NOT_CONVERGED}' and is not counted." if target is not None else
+              f" {P.dataset} has no BN target, so convergence is judged by the validation gain alone (table convergence).")
+    notes += " MDE 80%: the paired difference these seeds would detect with 80% power (Holm's first-step level)."
     out = P.out
     files = {
         "accuracy": report.write_table(acc["accuracy"], out, "accuracy", f"{P.dataset}: test accuracy, BN vs selective BN", prov, notes),
+        "convergence": report.write_table(
+            convergence, out, "convergence", f"{P.dataset}: did every method converge?", prov,
+            "Means over the evaluation seeds, each method at its selected learning rate (lr_selection). Training "
+            "accuracy on the last epoch's batches as trained; the validation accuracy gained over the last two "
+            "epochs (below 0.5 pp: plateaued)."),
         "stability": report.write_table(stab["verdicts"], out, "stability", f"{P.dataset}: stability analysis, sbn vs bn", prov,
                                         "BN transformations = layer x batch normalisations per run (mean over seeds). "
                                         "Verdict and Holm-adjusted Wilcoxon p per stability metric (lower = more stable). "
@@ -263,6 +327,8 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
     figs = {
         "accuracy": plot_accuracy_vs_batch(df, methods, out / "accuracy_vs_batch.png",
                                            title=f"{P.dataset}: test accuracy vs batch size (mean, 95% CI)"),
+        "learning": plot_learning_curves(results, methods, out / "learning_curves.png",
+                                         title=f"{P.dataset}: validation accuracy per epoch (median over seeds)"),
         "loss": plot_loss_curves(results, sorted({bs[0], bs[len(bs) // 2], bs[-1]}), methods, out / "loss_curves.png",
                                  title=f"{P.dataset}: training loss (median over seeds)"),
         "stability": plot_stability(df, methods, {m: lab for m, (lab, _) in report.STABILITY_METRICS.items() if m != "spread"},
@@ -271,12 +337,12 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
     report.write_status(out, "ok", data_status=ds.provenance["status"], wall_time_s=round(wall_time_s, 1),
                         training_time_s=round(run_time, 1), runs=len(results), profile=P.profile,
                         parameters=P.sweep)
-    return {"accuracy": acc["accuracy"], "stability": stab["verdicts"], "stability_metrics": stab["summary"],
-            "inference": inference, "collapse": collapse,
+    return {"accuracy": acc["accuracy"], "convergence": convergence, "stability": stab["verdicts"],
+            "stability_metrics": stab["summary"], "inference": inference, "collapse": collapse,
             "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}
 
 
-def summary(datasets, output_dir="outputs"):
+def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's folder
     """Collect every dataset's verdicts; write REPORT.md.
 
     Returns ``(verdicts, statuses, report_path, extra)``; ``extra["sanity"]`` is the BN-vs-GroupNorm
@@ -367,9 +433,12 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     a["batch_sizes"] = _check_int_list("batch_sizes", a["batch_sizes"])
     if isinstance(a["rates"], str):
         a["rates"] = [float(r) for r in _split(a["rates"])]
+    from .stats import chosen_learning_rates
+
+    lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
     try:
         configs = ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
-                                   a["strategies"], a["rates"])
+                                   a["strategies"], a["rates"], lr_for)
     except ValueError as e:
         raise ParameterError(str(e)) from None
     t0 = time.perf_counter()

@@ -156,33 +156,49 @@ def plot_stability(df, methods, metrics: dict, path=None, title=None):
     return _save(fig, path)
 
 
-def _smooth(y, window):
-    y = np.asarray(y, dtype=float)
-    if window <= 1 or y.size < window:
-        return y
-    kernel = np.ones(window) / window
-    return np.convolve(y, kernel, mode="valid")
+def plot_learning_curves(results, methods, path=None, title=None):
+    """Validation accuracy after every epoch (median over seeds), one panel per method, one line per
+    batch size: has each method plateaued by the last epoch?"""
+    methods = [m for m in methods if any(r["config"]["method"] == m for r in results)]
+    sizes = sorted({r["config"]["batch_size"] for r in results})
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.2), squeeze=False, sharey=True)
+    for ax, m in zip(axes.flat, methods):
+        for k, b in enumerate(sizes):
+            curves = [[e["val_acc"] for e in r["epochs"]] for r in results
+                      if r["config"]["method"] == m and r["config"]["batch_size"] == b and r["status"] == "ok"]
+            if not curves or curves[0][0] is None:
+                continue
+            med = 100 * np.median(np.asarray(curves, dtype=float), axis=0)
+            ax.plot(np.arange(1, med.size + 1), med, marker=".", color=cmap(k / max(1, len(sizes) - 1)), label=f"B={b}")
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("validation accuracy (%)")
+    axes.flat[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title or "Validation accuracy per epoch (median over seeds)")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def plot_loss_curves(results, batch_sizes, methods, path=None, title=None):
-    """Training loss per step (moving average, median over seeds), one panel per batch size."""
+    """Training loss against the step (the record's chunk means, median over seeds), one panel per
+    batch size."""
     n = len(batch_sizes)
     fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 3.4), squeeze=False)
     for ax, b in zip(axes.flat, batch_sizes):
         for m in methods:
-            curves = [r["steps"]["loss"] for r in results
-                      if r["config"]["batch_size"] == b and r["config"]["method"] == m]
-            if not curves:
+            runs = [r["steps"] for r in results if r["config"]["batch_size"] == b and r["config"]["method"] == m]
+            if not runs:
                 continue
-            length = min(len(c) for c in curves)
-            window = max(1, length // 50)
-            stack = np.stack([_smooth(c[:length], window) for c in curves])
-            ax.plot(np.arange(stack.shape[1]) + window, np.median(stack, axis=0), label=m, color=_color(m), lw=1.2)
+            length = min(len(s["loss"]) for s in runs)  # a diverged run stops early
+            stack = np.stack([np.asarray(s["loss"][:length], dtype=float) for s in runs])
+            ax.plot(np.asarray(runs[0]["at"][:length]) + 1, np.nanmedian(stack, axis=0), label=m, color=_color(m), lw=1.2)
         ax.set_title(f"batch size {b}", fontsize=9)
         ax.set_xlabel("step")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel("training loss (moving average)")
+    axes.flat[0].set_ylabel("training loss (chunk mean)")
     axes.flat[0].legend(title="method", fontsize=8)
     fig.suptitle(title or "Training loss (median over seeds)")
     fig.tight_layout()

@@ -40,6 +40,8 @@ __all__ = [
     "WILCOXON_ZERO_METHOD",
     "PAIRED_FIELDS",
     "paired_comparison",
+    "min_detectable_effect",
+    "select_learning_rates",
     "holm",
     "verdict",
     "loss_volatility",
@@ -74,7 +76,7 @@ _NAN = float("nan")
 
 #: Keys of the dict returned by :func:`paired_comparison`, in order.
 PAIRED_FIELDS = ("n", "n_dropped", "mean_treatment", "mean_baseline", "std_treatment",
-                 "std_baseline", "mean_diff", "ci_low", "ci_high", "p_wilcoxon", "p_ttest",
+                 "std_baseline", "mean_diff", "std_diff", "ci_low", "ci_high", "p_wilcoxon", "p_ttest",
                  "effect_size_dz")
 
 
@@ -121,6 +123,8 @@ def paired_comparison(treatment, baseline, n_boot: int = 10000, seed: int = 0,
         pairs used / pairs dropped for a NaN.
     ``mean_treatment``, ``mean_baseline``, ``std_treatment``, ``std_baseline``
         over the used pairs; std is the sample std (ddof=1), NaN when ``n < 2``.
+    ``std_diff``
+        sample std of ``d`` (ddof=1), NaN when ``n < 2``.
     ``mean_diff``, ``ci_low``, ``ci_high``
         ``mean(d)`` and its percentile-bootstrap ``(1 - alpha)`` CI: ``n_boot`` resamples of the
         ``n`` pairs with replacement, ``numpy.random.default_rng(seed)``; same inputs and seed give
@@ -148,7 +152,7 @@ def paired_comparison(treatment, baseline, n_boot: int = 10000, seed: int = 0,
     d = t - b
 
     out = dict.fromkeys(PAIRED_FIELDS, _NAN)
-    out.update(n=n, n_dropped=int((~keep).sum()), std_treatment=_std1(t), std_baseline=_std1(b))
+    out.update(n=n, n_dropped=int((~keep).sum()), std_treatment=_std1(t), std_baseline=_std1(b), std_diff=_std1(d))
     if n:
         out.update(mean_treatment=float(t.mean()), mean_baseline=float(b.mean()),
                    mean_diff=float(d.mean()))
@@ -176,6 +180,29 @@ def paired_comparison(treatment, baseline, n_boot: int = 10000, seed: int = 0,
 # ------------------------------------------------------------------------------------------------
 # Multiple comparisons and verdict
 # ------------------------------------------------------------------------------------------------
+
+def min_detectable_effect(std_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The paired difference that ``n`` pairs with difference spread ``std_diff`` would detect with
+    probability ``power`` in a two-sided paired t-test at level ``alpha``.
+
+    Solves ``P(|T| > t_{1-alpha/2, n-1}) = power`` for ``delta``, with ``T`` noncentral t with
+    ``n - 1`` degrees of freedom and noncentrality ``delta * sqrt(n) / std_diff`` (exact, not the
+    normal approximation). NaN when ``n < 2`` or ``std_diff`` is not a positive finite number.
+    Use ``alpha / m`` for a family of ``m`` Holm-adjusted tests (the first Holm step).
+    """
+    if n < 2 or not (np.isfinite(std_diff) and std_diff > 0):
+        return _NAN
+    from scipy.optimize import brentq
+
+    df = n - 1
+    crit = _st.t.ppf(1 - alpha / 2, df)
+
+    def short(nc):  # power at noncentrality nc, minus the target; the far tail underflows (scipy: NaN) to 0
+        return _st.nct.sf(crit, df, nc) + np.nan_to_num(_st.nct.cdf(-crit, df, nc)) - power
+
+    nc = brentq(short, 0.0, 100.0)
+    return float(nc * std_diff / np.sqrt(n))
+
 
 def holm(pvalues) -> np.ndarray:
     """Holm-Bonferroni step-down adjusted p-values.
@@ -265,11 +292,14 @@ def _mean_finite_or_nan(values) -> float:
 
 
 def run_metrics(result: dict) -> dict:
-    """Flatten one :func:`sbnlib.train.train` result record into stability metrics.
+    """Flatten one :func:`sbnlib.train.train` result record into accuracy and stability metrics.
 
-    Keys: ``final_test_acc`` (as recorded), ``loss_volatility`` (:func:`loss_volatility` of
-    ``steps.loss``), ``grad_norm_cv`` (:func:`grad_norm_cv` of ``steps.grad_norm``), ``ics_shift``
-    (mean of ``probe.shift``; NaN if the probe is absent, empty or has a non-finite value),
+    Keys: ``final_test_acc``, ``final_val_acc`` (NaN without a validation split),
+    ``final_train_acc`` (the last epoch's batches as trained), ``val_gain_last2`` (validation
+    accuracy gained over the last two epochs; NaN with fewer than three epochs),
+    ``loss_volatility`` and ``grad_norm_cv`` (:func:`loss_volatility` and :func:`grad_norm_cv`,
+    computed by the trainer from the full per-step series: ``metrics``), ``ics_shift`` (mean of
+    ``probe.shift``; NaN if the probe is absent, empty or has a non-finite value),
     ``bn_transformations`` (``bn.layer_batches_normalized``: layer x batch normalisations
     performed), ``frac_normalized`` (``bn.frac_normalized``), ``diverged`` (``status ==
     "diverged"``); from ``inference`` (NaN where absent): ``acc_running``, ``acc_bypass``,
@@ -280,19 +310,24 @@ def run_metrics(result: dict) -> dict:
     counts are kept as recorded.
     """
     diverged = result.get("status") == "diverged"
-    steps = result.get("steps", {})
+    metrics = result.get("metrics", {})
     bn = result.get("bn", {})
     probe = result.get("probe") or {}
+    val = [e.get("val_acc") for e in result.get("epochs", [])]
     row = {
         "final_test_acc": float(result["final_test_acc"]),
-        "loss_volatility": _NAN if diverged else loss_volatility(steps.get("loss", [])),
-        "grad_norm_cv": _NAN if diverged else grad_norm_cv(steps.get("grad_norm", [])),
+        "final_val_acc": _NAN if val[-1:] in ([], [None]) else float(val[-1]),
+        "final_train_acc": float(result["final_train_acc"]),
+        "val_gain_last2": (float(val[-1] - val[-3]) if len(val) >= 3 and None not in val[-3:] and not diverged
+                           else _NAN),
+        "loss_volatility": _NAN if diverged else float(metrics.get("loss_volatility", _NAN)),
+        "grad_norm_cv": _NAN if diverged else float(metrics.get("grad_norm_cv", _NAN)),
         "ics_shift": _NAN if diverged else _mean_finite_or_nan(probe.get("shift")),
         "bn_transformations": int(bn["layer_batches_normalized"]),
         "frac_normalized": float(bn["frac_normalized"]),
         "diverged": bool(diverged),
     }
-    # inference policies of selective BN and running-statistics drift (absent in older records)
+    # inference policies of selective BN and running-statistics drift
     inference = result.get("inference") or {}
     for key, col in (("running", "acc_running"), ("bypass", "acc_bypass"), ("selected", "acc_selected"),
                      ("running_stats_drift", "running_stats_drift")):
@@ -327,7 +362,9 @@ def compare_methods(df: pd.DataFrame, metric: str, treatment: str = "sbn", basel
     2. :func:`paired_comparison` on the pairs (sorted by seed; pairs with a NaN metric are dropped
        there and counted in ``n_dropped``), bootstrap with the same ``seed`` for every group;
     3. across the ``by`` values, ``p_wilcoxon`` and ``p_ttest`` are Holm-adjusted (columns
-       ``p_wilcoxon_holm``, ``p_ttest_holm``; groups with a NaN p-value do not count);
+       ``p_wilcoxon_holm``, ``p_ttest_holm``; groups with a NaN p-value do not count), and
+       ``mde_80`` is the :func:`min_detectable_effect` of the pairs at ``alpha / m`` for the ``m``
+       tests of the family (80% power);
     4. ``verdict`` from ``(mean_diff, ci_low, ci_high, p_wilcoxon_holm)`` by :data:`VERDICT_RULE`.
 
     Returns one row per ``by`` value: the ``by`` column, ``metric``, ``treatment``, ``baseline``,
@@ -352,6 +389,8 @@ def compare_methods(df: pd.DataFrame, metric: str, treatment: str = "sbn", basel
                                       *PAIRED_FIELDS])
     out["p_wilcoxon_holm"] = holm(out["p_wilcoxon"].to_numpy(dtype=float))
     out["p_ttest_holm"] = holm(out["p_ttest"].to_numpy(dtype=float))
+    family = max(1, int(out["p_wilcoxon"].notna().sum()))  # how large a difference "inconclusive" can hide
+    out["mde_80"] = [min_detectable_effect(r.std_diff, int(r.n), alpha / family) for r in out.itertuples(index=False)]
     out["verdict"] = [
         verdict(r.mean_diff, r.ci_low, r.ci_high, r.p_wilcoxon_holm, alpha=alpha,
                 higher_is_better=higher_is_better)
@@ -423,3 +462,42 @@ def spread_comparison(df: pd.DataFrame, treatment: str = "sbn", baseline: str = 
     sub[name] = (x - x.groupby([sub["method"], sub[by]]).transform("mean")).abs()
     return compare_methods(sub, name, treatment=treatment, baseline=baseline, by=by,
                            higher_is_better=False, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning-rate selection (on validation data only)
+# ------------------------------------------------------------------------------------------------
+
+def select_learning_rates(df: pd.DataFrame) -> pd.DataFrame:
+    """Choose each method's peak learning rate per batch size from the tuning runs.
+
+    ``df``: one row per tuning run with ``method``, ``batch_size``, ``lr``, ``seed`` and
+    ``final_val_acc`` (validation accuracy after the last epoch). Per ``(method, batch_size, lr)``:
+    mean and sample std of the validation accuracy over the tuning seeds (a diverged run counts as
+    recorded; a missing value as 0). The chosen ``lr`` has the highest mean (ties: the smaller
+    ``lr``). ``edge`` says whether the chosen value is the grid's ``"low"`` or ``"high"`` end (then
+    the grid should widen), else ``""``. No test accuracy is read.
+    """
+    need = {"method", "batch_size", "lr", "seed", "final_val_acc"}
+    if need - set(df.columns):
+        raise ValueError(f"tuning runs lack column(s) {sorted(need - set(df.columns))}")
+    d = df.assign(final_val_acc=df["final_val_acc"].astype(float).fillna(0.0))
+    t = (d.groupby(["method", "batch_size", "lr"])
+         .agg(val_acc_mean=("final_val_acc", "mean"), val_acc_std=("final_val_acc", "std"),
+              n_seeds=("seed", "nunique"), n_diverged=("diverged", "sum") if "diverged" in d else ("seed", "size"))
+         .reset_index())
+    if "diverged" not in d:
+        t["n_diverged"] = 0
+    t["chosen"], t["edge"] = False, ""
+    for (_, _), g in t.groupby(["method", "batch_size"]):
+        best = g.sort_values(["val_acc_mean", "lr"], ascending=[False, True]).index[0]
+        t.loc[best, "chosen"] = True
+        lo, hi = g["lr"].min(), g["lr"].max()
+        t.loc[best, "edge"] = "low" if t.loc[best, "lr"] == lo else ("high" if t.loc[best, "lr"] == hi else "")
+    return t
+
+
+def chosen_learning_rates(selection: pd.DataFrame) -> dict:
+    """``{(method, batch_size): lr}`` of the chosen rows of :func:`select_learning_rates`."""
+    c = selection[selection["chosen"]]
+    return {(str(m), int(b)): float(lr) for m, b, lr in zip(c["method"], c["batch_size"], c["lr"])}

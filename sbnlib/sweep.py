@@ -22,11 +22,12 @@ import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Mapping, Optional, Sequence
 
-from .train import METHODS, TrainConfig, config_hash
+from .train import METHODS, SCHEMA_VERSION, TrainConfig, config_hash
 
-__all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "ablation_configs",
+__all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "tuning_configs",
+           "ablation_configs",
            "run_configs", "dask_client", "result_path", "load_result"]
 
 THREADS_PER_RUN = 1
@@ -35,27 +36,38 @@ DASK_CONNECT_TIMEOUT_S = 10
 # several threads) take turns
 _RUN_LOCK = threading.Lock()
 
-# Shared by every profile unless overridden. SGD with momentum; the learning rate is scaled with
-# sqrt(batch size / 32) so that small and large batches both train in a few epochs.
+# Shared by every profile unless overridden: SGD with momentum; the learning rate is scaled with
+# sqrt(batch size / 32).
 _COMMON = dict(model="cnn_s", optimizer="sgd", lr=0.05, lr_scaling="sqrt", lr_ref_batch=32,
                momentum=0.9, weight_decay=5e-4, scorer="feature_std", threshold="mean",
                probe_points=20, data_seed=0)
+
+# The credible regime (issue 11): Nesterov momentum, a linear warm-up over the first 15% of the
+# steps then cosine decay to 0, a stratified 10% validation split on which every method's peak
+# learning rate is chosen from LR_GRID (at B=32, scaled by sqrt(B/32)) by the mean final validation
+# accuracy over TUNE_SEEDS, which are not evaluation seeds. The test set is read once per run, at
+# its end, and never used to choose anything.
+RECIPE = dict(_COMMON, nesterov=True, schedule="warmup_cosine", warmup_frac=0.15, val_frac=0.1,
+              lr_grid=[0.025, 0.05, 0.1, 0.2], tune_seeds=[100, 101])
 
 # every experiment table compares sbn with bn and with the controls (issue 4), on paired seeds
 ALL_METHODS = ["none", "bn", "sbn", "sbn_frozen", "random", "gn"]
 
 PROFILES = {
-    # minutes, for tests and CI: two batch sizes, two seeds, tiny subsets
-    "smoke": dict(_COMMON, batch_sizes=[4, 32], seeds=2, epochs=1, n_train=256, n_test=256,
-                  methods=ALL_METHODS, probe_points=5),
-    # the default: the whole suite on a 2-core CPU in 1.5-2 hours (README: measured wall time).
-    # 10 seeds: the smallest exact two-sided Wilcoxon p is 2/2^10, and Holm over 7 batch sizes
-    # multiplies it by up to 7 (0.014 < 0.05); with 8 seeds it would be 7 * 2/2^8 = 0.055, so no
-    # difference could ever be significant.
-    "cpu": dict(_COMMON, batch_sizes=[2, 4, 8, 16, 32, 64, 128], seeds=10, epochs=3, n_train=2000,
-                n_test=2000, methods=ALL_METHODS),
-    # full training sets, more epochs and seeds: for a GPU or a long run
-    "paper": dict(_COMMON, model="cnn", batch_sizes=[2, 4, 8, 16, 32, 64, 128, 256], seeds=10, epochs=15,
+    # minutes, for tests and CI: two batch sizes, two seeds, tiny subsets, a two-value grid
+    "smoke": dict(RECIPE, batch_sizes=[4, 32], seeds=2, epochs=1, n_train=256, n_test=256,
+                  methods=ALL_METHODS, probe_points=5, lr_grid=[0.05, 0.2], tune_seeds=[100]),
+    # a newcomer's first run: the cpu recipe on fewer images, batch sizes and seeds (README: time)
+    "quick": dict(RECIPE, batch_sizes=[8, 64], seeds=3, epochs=4, n_train=3000, n_test=2000,
+                  methods=ALL_METHODS, probe_points=10, lr_grid=[0.05, 0.1, 0.2]),
+    # the committed results (README: measured wall time). 8 seeds over 5 batch sizes: the smallest
+    # exact two-sided Wilcoxon p is 2/2^8 and Holm multiplies it by up to 5 (0.039 < 0.05).
+    # 10,000 training images (1,000 of them for validation) and 8 epochs: BN's validation accuracy
+    # has plateaued at every batch size (scripts/pilot_regime.py, outputs/pilot/curves.md).
+    "cpu": dict(RECIPE, batch_sizes=[2, 4, 8, 32, 128], seeds=8, epochs=8, n_train=10000, n_test=None,
+                methods=ALL_METHODS),
+    # full training sets, a larger CNN, more epochs: for a GPU or a long run
+    "paper": dict(RECIPE, model="cnn", batch_sizes=[2, 4, 8, 16, 32, 64, 128, 256], seeds=10, epochs=15,
                   n_train=None, n_test=None, methods=ALL_METHODS),
 }
 
@@ -89,8 +101,11 @@ def _seed_list(seeds) -> List[int]:
     return seeds
 
 
-def experiment_configs(dataset: str, params: dict) -> List[TrainConfig]:
-    """Every (method, batch size, seed) run of one dataset's sweep, validated."""
+def experiment_configs(dataset: str, params: dict, lr_for: Optional[Mapping] = None) -> List[TrainConfig]:
+    """Every (method, batch size, seed) run of one dataset's sweep, validated.
+
+    ``lr_for`` maps ``(method, batch_size)`` to the peak learning rate chosen on validation data
+    (:func:`sbnlib.stats.select_learning_rates`); without it every run takes ``params["lr"]``."""
     methods = list(params["methods"])
     if not methods:
         raise ValueError("the method list is empty; give at least one of " + ", ".join(sorted(METHODS)))
@@ -99,17 +114,42 @@ def experiment_configs(dataset: str, params: dict) -> List[TrainConfig]:
         raise ValueError("the batch-size list is empty; give e.g. [2, 4, 8, 16, 32, 64, 128]")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     common = {k: v for k, v in params.items() if k in fields}
+    if lr_for is not None:
+        missing = [(m, b) for m in methods for b in batch_sizes if (m, b) not in lr_for]
+        if missing:
+            raise ValueError(f"no learning rate was selected for (method, batch size) {missing[0]}; run the "
+                             "learning-rate selection (tuning_configs) for it first")
+    lr = (lambda m, b: lr_for[(m, b)]) if lr_for is not None else (lambda m, b: common["lr"])
     configs = [
-        TrainConfig(**{**common, "dataset": dataset, "method": m, "batch_size": b, "seed": s}).validate()
+        TrainConfig(**{**common, "dataset": dataset, "method": m, "batch_size": b, "seed": s, "lr": lr(m, b)}).validate()
         for m in methods for b in batch_sizes for s in _seed_list(params["seeds"])
     ]
     return configs
+
+
+def tuning_configs(dataset: str, params: dict) -> List[TrainConfig]:
+    """The learning-rate selection: every method x batch size x ``lr_grid`` value x tuning seed.
+
+    The tuning seeds (``tune_seeds``) must not be evaluation seeds, so that the runs that choose a
+    learning rate are not the runs that are then compared; the choice reads validation accuracy
+    only (:func:`sbnlib.stats.select_learning_rates`)."""
+    grid, tune = list(params["lr_grid"]), _seed_list(params["tune_seeds"])
+    if len(grid) < 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in grid):
+        raise ValueError(f"lr_grid must hold at least two positive learning rates, got {grid!r}")
+    if not params.get("val_frac"):
+        raise ValueError("the learning-rate selection needs a validation split: set val_frac > 0")
+    overlap = sorted(set(tune) & set(_seed_list(params["seeds"])))
+    if overlap:
+        raise ValueError(f"tuning seeds {overlap} are also evaluation seeds; tune on other seeds")
+    return [c for lr in grid for c in experiment_configs(dataset, dict(params, lr=lr, seeds=tune))]
 
 
 # The ablation (notebooks/ablation.ipynb): every scorer x threshold strategy, and a sweep of the
 # "rate" strategy from 0 to 1 with the random control at the same rates, at a few small batches.
 ABLATION = {
     "smoke": dict(batch_sizes=[4], seeds=2, rates=[0.0, 0.5, 1.0], strategies=["mean", "otsu"],
+                  scorers=["feature_std", "norm_cv"]),
+    "quick": dict(batch_sizes=[8], seeds=3, rates=[0.0, 0.5, 1.0], strategies=["mean", "otsu"],
                   scorers=["feature_std", "norm_cv"]),
     # 8 seeds: Holm over the 3 inner rates can reach 3 * 2/2^8 = 0.023 < 0.05 (5 seeds could not: 0.19)
     "cpu": dict(batch_sizes=[4, 8], seeds=8, rates=[0.0, 0.25, 0.5, 0.75, 1.0],
@@ -120,10 +160,12 @@ ABLATION = {
 ABLATION_QUANTILE = 0.75  # the "quantile" strategy's q in the grid: normalise the top quarter
 
 
-def ablation_configs(dataset: str, params: dict, batch_sizes, seeds, scorers, strategies, rates) -> List[TrainConfig]:
+def ablation_configs(dataset: str, params: dict, batch_sizes, seeds, scorers, strategies, rates,
+                     lr_for: Optional[Mapping] = None) -> List[TrainConfig]:
     """The ablation grid: ``sbn`` for every scorer x strategy; ``sbn`` (default scorer) with
     ``threshold="rate"`` at every rate and ``random`` at every rate strictly between 0 and 1 (at 0
-    and 1 it makes the same decisions as ``sbn``); all at every batch size and seed."""
+    and 1 it makes the same decisions as ``sbn``); all at every batch size and seed, ``sbn`` and
+    ``random`` each at the learning rate ``lr_for`` chose for it (see :func:`experiment_configs`)."""
     from .scoring import SCORERS
     from .threshold import STRATEGIES
 
@@ -140,11 +182,12 @@ def ablation_configs(dataset: str, params: dict, batch_sizes, seeds, scorers, st
     for scorer in scorers:
         for strategy in strategies:
             q = ABLATION_QUANTILE if strategy == "quantile" else None
-            out += experiment_configs(dataset, dict(base, scorer=scorer, threshold=strategy, threshold_q=q))
+            out += experiment_configs(dataset, dict(base, scorer=scorer, threshold=strategy, threshold_q=q), lr_for)
     for method in ("sbn", "random"):
         for r in rates:
             if method == "sbn" or 0.0 < r < 1.0:
-                out += experiment_configs(dataset, dict(base, methods=[method], threshold="rate", threshold_rate=float(r)))
+                out += experiment_configs(dataset, dict(base, methods=[method], threshold="rate", threshold_rate=float(r)),
+                                          lr_for)
     return out
 
 
@@ -159,6 +202,10 @@ def load_result(path, cfg: TrainConfig) -> Optional[dict]:
         return None
     try:
         result = json.loads(path.read_text())
+        if result.get("schema_version") != SCHEMA_VERSION:  # an older record: recomputed, never misread
+            warnings.warn(f"result file {path} has schema version {result.get('schema_version')!r}, not "
+                          f"{SCHEMA_VERSION}; recomputing it", stacklevel=2)
+            return None
         ok = result["config_hash"] == config_hash(cfg) and result["config"] == dataclasses.asdict(cfg)
         ok = ok and isinstance(result["final_test_acc"], float) and "steps" in result
     except (ValueError, KeyError, TypeError, OSError) as e:
@@ -273,6 +320,6 @@ def iter_results(results: Iterable[dict]):
     for r in results:
         c = r["config"]
         yield {"dataset": c["dataset"], "method": c["method"], "batch_size": c["batch_size"],
-               "seed": c["seed"], "scorer": c["scorer"], "threshold": c["threshold"],
+               "seed": c["seed"], "lr": c["lr"], "scorer": c["scorer"], "threshold": c["threshold"],
                "threshold_q": c["threshold_q"], "threshold_rate": c["threshold_rate"],
                "status": r["status"], "wall_time_s": r["wall_time_s"], **run_metrics(r)}

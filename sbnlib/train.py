@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .data import load_dataset, make_batch_plan
+from .data import load_dataset, make_batch_plan, validation_split
 from .layers import bn_counts, selective_bn, selective_layers
 from .models import MODELS, NORM_LAYERS, build_model
 from .scoring import SCORERS, get_scorer, score_batches
@@ -68,6 +68,26 @@ METHODS = {
 # learning-rate scaling rules: exponent of batch_size / lr_ref_batch
 LR_SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 ENGINES = ("single", "packed")  # which trainer produced a record: train() or sbnlib.packed.train_packed
+SCHEDULES = ("constant", "warmup_cosine")
+SCHEMA_VERSION = 2  # of the result record; records of another version are recomputed, never read
+STEP_POINTS = 100  # per-step series are stored as this many chunk means (metrics use the full series)
+
+
+def lr_at(cfg: "TrainConfig", step: int, total_steps: int) -> float:
+    """The learning rate of (0-based) ``step`` out of ``total_steps``.
+
+    ``constant``: ``cfg.effective_lr`` throughout. ``warmup_cosine``: a linear warm-up over the
+    first ``w = round(warmup_frac * total_steps)`` steps, ``peak * (step + 1) / w``, then a cosine
+    decay ``peak * (1 + cos(pi * (step - w) / (total_steps - w))) / 2`` that would reach 0 at step
+    ``total_steps`` (so the last step still moves a little), with ``peak = cfg.effective_lr``.
+    """
+    peak = cfg.effective_lr
+    if cfg.schedule == "constant":
+        return peak
+    warm = round(cfg.warmup_frac * total_steps)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
 
 
 @dataclass
@@ -83,10 +103,14 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 5e-4
+    schedule: str = "constant"  # learning-rate schedule: see SCHEDULES and lr_at
+    warmup_frac: float = 0.15  # warmup_cosine: fraction of all steps spent warming up linearly
     n_train: Optional[int] = None
     n_test: Optional[int] = None
     data_seed: int = 0
+    val_frac: float = 0.0  # stratified validation split carved out of the n_train images (seeded by data_seed)
     scorer: str = "feature_std"
     threshold: str = "mean"
     threshold_q: Optional[float] = None
@@ -114,6 +138,16 @@ class TrainConfig:
             raise ValueError(f"unknown threshold {self.threshold!r}; choose one of {list(STRATEGIES)}")
         if self.lr_scaling not in LR_SCALINGS:
             raise ValueError(f"unknown lr_scaling {self.lr_scaling!r}; choose one of {list(LR_SCALINGS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
+        for name, lo, hi in (("warmup_frac", 0.0, 1.0), ("val_frac", 0.0, 0.5)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v < hi):
+                raise ValueError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(f"nesterov must be true or false, got {self.nesterov!r}")
+        if self.nesterov and not (self.optimizer == "sgd" and self.momentum > 0):
+            raise ValueError("nesterov needs optimizer='sgd' with momentum > 0")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'sgd' or 'adam'")
         if self.engine not in ENGINES:
@@ -158,6 +192,38 @@ def _prepared(name, root, n_train, n_test, data_seed):
     """Load a dataset once per process and normalise it to float tensors."""
     ds = load_dataset(name, root=root, n_train=n_train, n_test=n_test, seed=data_seed)
     return ds, ds.normalize(ds.x_train), ds.normalize(ds.x_test)
+
+
+@dataclass
+class TrainingData:
+    """The tensors one run reads: training, validation (empty when ``val_frac=0``) and test."""
+
+    ds: object  # sbnlib.data.Dataset: provenance, shapes, class count
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def training_data(cfg: "TrainConfig", root=None, dataset=None) -> TrainingData:
+    """The data of a run: ``dataset`` (a tuple ``(Dataset, x_train_float, x_test_float)``) or the
+    dataset loaded from ``root``; a stratified validation split of ``val_frac`` of the training
+    images is held out (:func:`sbnlib.data.validation_split`), so no choice needs the test set."""
+    ds, x_train, x_test = dataset or _prepared(cfg.dataset, None if root is None else str(root),
+                                               cfg.n_train, cfg.n_test, cfg.data_seed)
+    train_idx, val_idx = validation_split(ds.y_train, cfg.val_frac, seed=cfg.data_seed)
+    return TrainingData(ds, x_train[train_idx], ds.y_train[train_idx], x_train[val_idx], ds.y_train[val_idx],
+                        x_test, ds.y_test)
+
+
+def make_optimizer(cfg: "TrainConfig", params) -> torch.optim.Optimizer:
+    """The run's optimizer at ``cfg.effective_lr``; the schedule sets the rate of every step (:func:`lr_at`)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.effective_lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
 
 
 def _selection(cfg: TrainConfig, x: torch.Tensor, plan: torch.Tensor, epoch: int):
@@ -308,18 +374,63 @@ def _inference_policies(model, cfg: "TrainConfig", x_test, y_test, threshold) ->
     return out
 
 
+class StepLog:
+    """The per-step series of one run, kept in full while it trains.
+
+    The record stores them compactly (:meth:`compact`: ``STEP_POINTS`` chunk means), while the
+    stability metrics are computed from the full series at run time (:meth:`metrics`).
+    """
+
+    def __init__(self):
+        self.loss, self.grad_norm, self.bn_on, self.lr = [], [], [], []
+
+    def add(self, loss: float, grad_norm: float, bn_on: bool, lr: float) -> None:
+        self.loss.append(loss)
+        self.grad_norm.append(grad_norm)
+        self.bn_on.append(bn_on)
+        self.lr.append(lr)
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+    def compact(self, points: int = STEP_POINTS) -> dict:
+        """Means over ``points`` contiguous chunks of steps (``at``: each chunk's first step), the
+        fraction of BN-on steps per chunk, and the learning rate at each chunk's first step."""
+        n = len(self.loss)
+        edges = np.unique(np.linspace(0, n, min(points, n) + 1).round().astype(int))
+        def means(v):
+            v = np.asarray(v, dtype=np.float64)
+            return [float(f"{m:.6g}") for m in np.add.reduceat(v, edges[:-1]) / np.diff(edges)] if n else []
+        return {"n": n, "at": edges[:-1].tolist(), "loss": means(self.loss), "grad_norm": means(self.grad_norm),
+                "bn_on": means(self.bn_on), "lr": [float(f"{self.lr[i]:.6g}") for i in edges[:-1]]}
+
+    def metrics(self, steps_per_epoch: int, diverged: bool) -> dict:
+        """Stability metrics from the full series (NaN for a diverged run, whose series ends in
+        NaN/inf), and the last epoch's training loss over all steps, BN-on and BN-off steps."""
+        from .stats import grad_norm_cv, loss_volatility
+
+        loss, on = np.asarray(self.loss, dtype=np.float64), np.asarray(self.bn_on, dtype=bool)
+        last, last_on = loss[-steps_per_epoch:], on[-steps_per_epoch:]
+        nan = float("nan")
+        return {"loss_volatility": nan if diverged else loss_volatility(loss),
+                "grad_norm_cv": nan if diverged else grad_norm_cv(self.grad_norm),
+                "last_epoch_loss": float(last.mean()) if last.size else nan,
+                "last_epoch_loss_bn_on": float(last[last_on].mean()) if last_on.any() else nan,
+                "last_epoch_loss_bn_off": float(last[~last_on].mean()) if (~last_on).any() else nan}
+
+
 def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> dict:
     """Run one training run; return its JSON-serialisable result record.
 
     ``dataset`` may be given as a tuple ``(Dataset, x_train_float, x_test_float)`` to reuse data
     already in memory; otherwise it is loaded from ``root`` (see :func:`sbnlib.data.load_dataset`).
+    Validation accuracy is measured after every epoch, test accuracy once, at the end.
     A NaN/inf loss or gradient ends the run with ``status="diverged"`` instead of raising.
     """
     cfg.validate()
     t0 = time.perf_counter()
-    ds, x_train, x_test = dataset or _prepared(cfg.dataset, None if root is None else str(root),
-                                               cfg.n_train, cfg.n_test, cfg.data_seed)
-    y_train, y_test = ds.y_train, ds.y_test
+    data = training_data(cfg, root, dataset)
+    x_train, y_train = data.x_train, data.y_train
     if cfg.batch_size > x_train.shape[0]:
         raise ValueError(
             f"batch_size={cfg.batch_size} is larger than the {x_train.shape[0]} training samples "
@@ -327,16 +438,12 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
         )
 
     torch.manual_seed(cfg.seed)  # same seed => same initial weights for every method
-    model = build_model(cfg.model, ds.in_shape, ds.num_classes, norm=cfg.norm)
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.effective_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
+    model = build_model(cfg.model, data.ds.in_shape, data.ds.num_classes, norm=cfg.norm)
+    opt = make_optimizer(cfg, model.parameters())
     params = [p for p in model.parameters() if p.requires_grad]
     n_bn_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
 
-    steps = {"loss": [], "grad_norm": [], "bn_on": []}
-    epochs, status, diverged_at = [], "ok", None
+    log, epochs, status, diverged_at = StepLog(), [], "ok", None
     plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed)
     total_steps = plan.shape[0] * cfg.epochs
     probe = _ShiftProbe(model, x_train[:256], total_steps, cfg.probe_points)
@@ -353,6 +460,9 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
         loss_sum, correct = 0.0, 0
         t_loop = time.perf_counter()
         for i in range(plan.shape[0]):
+            lr = lr_at(cfg, len(log), total_steps)
+            for group in opt.param_groups:  # the schedule's rate for this step
+                group["lr"] = lr
             idx = plan[i]
             xb, yb = x_train[idx], y_train[idx]
             with selective_bn(sel_layers, enabled=bool(needs_bn[i])):
@@ -362,58 +472,70 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
             loss.backward()
             gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             lv, gv = loss.item(), gnorm.item()
-            steps["loss"].append(lv)
-            steps["grad_norm"].append(gv)
-            steps["bn_on"].append(bool(needs_bn[i]))
+            log.add(lv, gv, bool(needs_bn[i]), lr)
             if not (math.isfinite(lv) and math.isfinite(gv)):
-                status, diverged_at = "diverged", len(steps["loss"]) - 1
+                status, diverged_at = "diverged", len(log) - 1
                 break
             opt.step()
-            probe.maybe(len(steps["loss"]))
+            probe.maybe(len(log))
             loss_sum += lv
             correct += (out.argmax(1) == yb).sum()  # a tensor: one .item() per epoch
             bar.update(1)
         loop_time += time.perf_counter() - t_loop
-        n_seen = (i + 1) * cfg.batch_size
-        test_acc, test_loss = evaluate(model, x_test, y_test, cfg.eval_batch_size)
-        epochs.append({
-            "epoch": epoch,
-            "train_loss": loss_sum / (i + 1),
-            "train_acc": int(correct) / n_seen,
-            "test_acc": test_acc,
-            "test_loss": test_loss,
-            "frac_normalized": float(np.mean(needs_bn)) if n_bn_layers else 0.0,
-            **sel_info,
-        })
-        bar.set_postfix(test_acc=f"{test_acc:.3f}")
+        epochs.append(_epoch_record(model, cfg, data, epoch, loss_sum, int(correct), i + 1,
+                                    needs_bn if n_bn_layers else None, sel_info))
+        bar.set_postfix(val_acc=f"{epochs[-1]['val_acc']:.3f}" if epochs[-1]["val_acc"] is not None else "-")
         if status == "diverged":
             break
     bar.close()
+    return finish_record(cfg, model, data, epochs, log, plan.shape[0], status, diverged_at, probe.record(),
+                         sel_info.get("threshold"), n_bn_layers, t0, loop_time)
 
-    inference = {"running_stats_drift": _running_stat_drift(model, x_train[:1000]) if n_bn_layers else None}
+
+def _epoch_record(model, cfg, data: TrainingData, epoch: int, loss_sum: float, correct: int, n_steps: int,
+                  needs_bn, sel_info: dict) -> dict:
+    """One epoch's line of the record: training loss and accuracy on the batches as trained, and
+    validation accuracy and loss (None without a validation split)."""
+    val_acc, val_loss = (evaluate(model, data.x_val, data.y_val, cfg.eval_batch_size)
+                         if data.x_val.shape[0] else (None, None))
+    return {"epoch": epoch, "train_loss": loss_sum / n_steps, "train_acc": correct / (n_steps * cfg.batch_size),
+            "val_acc": val_acc, "val_loss": val_loss,
+            "frac_normalized": float(np.mean(needs_bn)) if needs_bn is not None else 0.0, **sel_info}
+
+
+def finish_record(cfg, model, data: TrainingData, epochs, log: StepLog, steps_per_epoch: int, status, diverged_at,
+                  probe: dict, threshold, n_bn_layers: int, t0: float, loop_time: float) -> dict:
+    """The result record of a trained model: final test accuracy (the only time the test set is
+    read), inference policies, BN counts, compact step series and their metrics, provenance."""
+    test_acc, test_loss = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
+    x_probe = data.x_train[:1000]
+    inference = {"running_stats_drift": _running_stat_drift(model, x_probe) if n_bn_layers else None}
     if any(True for _ in selective_layers(model)):
-        inference.update(_inference_policies(model, cfg, x_test, y_test, sel_info.get("threshold")))
-    n_on = int(np.sum(steps["bn_on"]))
-    n_steps = len(steps["loss"])
+        inference.update(_inference_policies(model, cfg, data.x_test, data.y_test, threshold))
+    n_on, n_steps = int(np.sum(log.bn_on)), len(log)
     counts = bn_counts(model)
     if counts["layers"] == 0:  # plain nn.BatchNorm (or none/gn): every layer ran on every batch
         counts = {"layers": n_bn_layers, "layer_batches_normalized": n_bn_layers * n_steps,
                   "layer_batches_skipped": 0}
     return {
+        "schema_version": SCHEMA_VERSION,
         "config": dataclasses.asdict(cfg),
         "config_hash": config_hash(cfg),
         "status": status,
         "diverged_at_step": diverged_at,
-        "final_test_acc": epochs[-1]["test_acc"],
-        "final_test_loss": epochs[-1]["test_loss"],
+        "final_test_acc": test_acc,
+        "final_test_loss": test_loss,
+        "final_val_acc": epochs[-1]["val_acc"],
+        "final_train_acc": epochs[-1]["train_acc"],
         "epochs": epochs,
-        "steps": steps,
-        "probe": probe.record(),
+        "steps": log.compact(),
+        "metrics": log.metrics(steps_per_epoch, status == "diverged"),
+        "probe": probe,
         "inference": inference,
         "bn": {**counts, "batches_normalized": n_on if n_bn_layers else 0,
                "batches_skipped": (n_steps - n_on) if n_bn_layers else 0,
                "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},
-        "data": ds.provenance,
+        "data": {**data.ds.provenance, "n_train_used": int(data.x_train.shape[0]), "n_val": int(data.x_val.shape[0])},
         "wall_time_s": time.perf_counter() - t0,
         "loop_time_s": loop_time,
         "versions": {"sbnlib": __version__, "torch": torch.__version__, "numpy": np.__version__,

@@ -32,14 +32,14 @@ that need BN, plus the most and least heterogeneous batches.
 Run with papermill, e.g. `papermill notebooks/feasibility.ipynb out.ipynb -p dataset cifar10`."""),
     new_code_cell("""\
 dataset = "mnist"        # mnist | fashion_mnist | cifar10 | cifar100 | mnist_fmnist_mix
-profile = "cpu"          # smoke | cpu | paper: batch sizes and subset sizes
+profile = "cpu"          # smoke | quick | cpu | paper: batch sizes and subset sizes
 batch_sizes = None       # None: the profile's
 n_train = None           # None: the profile's training subset (the images the experiment trains on)
 scorer = "feature_std"   # see sbnlib.scoring.SCORERS
 threshold = "mean"       # mean | median | quantile | otsu | rate
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
 download = False         # True: fetch missing files through torchvision (needs internet)
-output_dir = "outputs"   # relative paths are relative to the repository root""", metadata={"tags": ["parameters"]}),
+output_dir = None         # None: outputs/ for the cpu profile, outputs/<profile> for the others; relative to the repo root""", metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
 P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, n_train=n_train,
                       data_root=data_root, output_dir=output_dir)
@@ -125,7 +125,7 @@ Finished runs are stored one file each under `outputs/<dataset>/runs/` (keyed by
 full configuration), so rerunning resumes and ends with the same numbers."""),
     new_code_cell("""\
 dataset = "mnist"        # mnist | fashion_mnist | cifar10 | cifar100 | mnist_fmnist_mix
-profile = "cpu"          # smoke | cpu | paper
+profile = "cpu"          # smoke | quick | cpu | paper
 batch_sizes = None       # None: the profile's
 seeds = None             # a count (seeds 0..n-1) or a list; None: the profile's
 epochs = None
@@ -134,7 +134,7 @@ n_train = None
 n_test = None
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
 download = False         # True: fetch missing files through torchvision (needs internet)
-output_dir = "outputs"   # relative paths are relative to the repository root
+output_dir = None         # None: outputs/ for the cpu profile, outputs/<profile> for the others; relative to the repo root
 jobs = 1                 # worker processes (each run uses one thread, so results do not depend on jobs)
 scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""",
                   metadata={"tags": ["parameters"]}),
@@ -147,9 +147,23 @@ print(ds, "\\nprovenance:", ds.provenance["status"], "-", ds.provenance["note"])
 for w in ds.provenance["warnings"]:
     print("WARNING:", w)
 print("sweep:", P.sweep)"""),
-    new_markdown_cell("## Training every (method, batch size, seed)"),
+    new_markdown_cell("""\
+## The training regime, and each method's learning rate chosen on validation data
+
+Every run uses the same recipe (printed above as `sweep`): SGD with Nesterov momentum, a linear
+warm-up over the first 15% of the steps, then cosine decay to zero. A stratified 10% of the
+training images is held out for validation. Each method gets its own peak learning rate per batch
+size, chosen the same way for all: every value of the grid is trained on tuning seeds that are
+not evaluation seeds, and the value with the best mean final **validation** accuracy is kept.
+The test set plays no part in the choice. A choice at an edge of the grid (column `edge`) means
+the grid should be wider."""),
     new_code_cell("""\
-results, df, wall_time = ex.run(P)
+selection = ex.tune(P, ds)
+display(selection[selection.chosen].pivot(index="batch_size", columns="method", values="lr"))
+display(selection)"""),
+    new_markdown_cell("## Training every (method, batch size, seed) at its selected learning rate"),
+    new_code_cell("""\
+results, df, wall_time = ex.run(P, selection)
 print(f"{len(results)} runs; {wall_time:.0f} s in this session; "
       f"{df.wall_time_s.sum():.0f} s of training in all; diverged: {int(df.diverged.sum())}")
 out = ex.analyse(P, ds, results, df, wall_time)"""),
@@ -165,6 +179,18 @@ normalised."""),
     new_code_cell("""\
 print(report.C1_RULE)
 display(out["accuracy"])"""),
+    new_markdown_cell("""\
+## Did every method converge?
+
+A comparison is only meaningful where the baselines are trained to their plateau. Per batch size
+and method (means over seeds): the learning rate used, the training accuracy on the last epoch's
+batches, the final validation accuracy, and how much validation accuracy the last two epochs still
+added (below 0.5 pp: plateaued). Where BN's test accuracy falls short of the target this CNN
+reaches on the dataset, every verdict at that batch size reads *baseline not converged* and is
+not counted. The learning curves below show BN's validation accuracy after every epoch."""),
+    new_code_cell("""\
+display(out["convergence"])
+display(Image(str(P.out / "learning_curves.png")))"""),
     new_markdown_cell("""\
 ## Accuracy against batch size
 
@@ -233,7 +259,7 @@ Collects the verdicts that each dataset's `experiment.ipynb` computed and writes
 available offline) is listed with the reason."""),
     new_code_cell("""\
 datasets = ["mnist", "fashion_mnist", "cifar10", "cifar100", "mnist_fmnist_mix"]
-output_dir = "outputs"   # relative paths are relative to the repository root""", metadata={"tags": ["parameters"]}),
+output_dir = "outputs"   # the folder the experiments wrote (outputs/<profile> for profiles other than cpu)""", metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
 if isinstance(datasets, str):
     datasets = datasets.split()
@@ -314,7 +340,7 @@ is traditional BN). The **random control** normalises the same number of batches
 random curve at the same fraction of batches normalised."""),
     new_code_cell("""\
 dataset = "fashion_mnist"
-profile = "cpu"          # smoke | cpu | paper (the ablation grid of sbnlib.sweep.ABLATION[profile])
+profile = "cpu"          # smoke | quick | cpu | paper (the ablation grid of sbnlib.sweep.ABLATION[profile])
 batch_sizes = None       # None: the profile's ablation batch sizes
 seeds = None             # None: the profile's ablation seed count
 scorers = None           # None: every registered scorer
@@ -323,7 +349,7 @@ rates = None             # None: the profile's rate sweep
 n_train = None
 n_test = None
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
-output_dir = "outputs"   # relative paths are relative to the repository root
+output_dir = None         # None: outputs/ for the cpu profile, outputs/<profile> for the others; relative to the repo root
 jobs = 1
 scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""", metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from sbnlib import report
+from sbnlib.train import StepLog
 
 
 def _runs(shift_acc=0.0, shift_vol=0.0, n_seeds=8):
@@ -134,8 +135,11 @@ def test_verdict_sentences_count_batch_sizes():
 
 
 def _result(method, b, seed, losses, bn_on, epochs=2, acc=0.5):
+    log = StepLog()  # the trainer's own series -> metrics path
+    for loss, on in zip(losses, bn_on):
+        log.add(loss, 1.0, on, 0.1)
     return {"config": {"method": method, "batch_size": b, "seed": seed}, "status": "ok", "final_test_acc": acc,
-            "steps": {"loss": losses, "bn_on": bn_on},
+            "metrics": log.metrics(len(losses) // epochs, diverged=False),
             "epochs": [{"train_acc": 0.1}] * (epochs - 1) + [{"train_acc": 0.9}]}
 
 

@@ -21,6 +21,7 @@ from sbnlib.stats import (
     summary_frame,
     verdict,
 )
+from sbnlib.train import StepLog
 
 
 # --------------------------------------------------------------------------- paired_comparison
@@ -241,11 +242,16 @@ def test_loss_volatility_and_grad_norm_cv():
     assert math.isnan(grad_norm_cv([1.0, np.nan]))
 
 
-def _record(status="ok", loss=(2.0, 1.5, 1.4, 1.0), gn=(3.0, 2.0, 2.5, 1.0), probe=(0.2, 0.4)):
+def _record(status="ok", loss=(2.0, 1.5, 1.4, 1.0), gn=(3.0, 2.0, 2.5, 1.0), probe=(0.2, 0.4), val=(0.5, 0.6, 0.8)):
+    log = StepLog()  # metrics come from the trainer's full series
+    for lv, gv, on in zip(loss, gn, [True, False, True, True]):
+        log.add(lv, gv, on, 0.1)
     r = {
         "status": status,
         "final_test_acc": 0.87,
-        "steps": {"loss": list(loss), "grad_norm": list(gn), "bn_on": [True, False, True, True]},
+        "final_train_acc": 0.9,
+        "epochs": [{"val_acc": v} for v in val],
+        "metrics": log.metrics(len(loss), status == "diverged"),
         "bn": {"layers": 2, "layer_batches_normalized": 6, "layer_batches_skipped": 2,
                "batches_normalized": 3, "batches_skipped": 1, "frac_normalized": 0.75},
     }
@@ -257,6 +263,9 @@ def _record(status="ok", loss=(2.0, 1.5, 1.4, 1.0), gn=(3.0, 2.0, 2.5, 1.0), pro
 def test_run_metrics_ok_run():
     m = run_metrics(_record())
     assert m["final_test_acc"] == 0.87 and m["diverged"] is False
+    assert m["final_val_acc"] == 0.8 and m["val_gain_last2"] == pytest.approx(0.3) and m["final_train_acc"] == 0.9
+    assert math.isnan(run_metrics(_record(val=(0.5, 0.6)))["val_gain_last2"])  # fewer than three epochs
+    assert math.isnan(run_metrics(_record(val=(None, None, None)))["final_val_acc"])  # no validation split
     assert m["loss_volatility"] == pytest.approx(np.std(np.diff([2.0, 1.5, 1.4, 1.0])))
     assert m["grad_norm_cv"] == pytest.approx(np.std([3.0, 2.0, 2.5, 1.0]) / 2.125)
     assert m["ics_shift"] == pytest.approx(0.3)

@@ -19,7 +19,7 @@ def _numbers(r):
 
 
 def test_profiles_cover_what_the_suite_promises():
-    assert set(PROFILES) == {"smoke", "cpu", "paper"}
+    assert set(PROFILES) == {"smoke", "quick", "cpu", "paper"}
     cpu = PROFILES["cpu"]
     assert min(cpu["batch_sizes"]) == 2 and max(cpu["batch_sizes"]) == 128
     # the smallest exact two-sided Wilcoxon p (2/2^n), Holm-adjusted over the batch sizes, must be

@@ -44,7 +44,7 @@ def test_selective_bn_that_normalises_every_batch_is_bn(toy, method):
 
 def test_sbn_follows_the_classification_and_counts_transformations(toy):
     r = train(_cfg(method="sbn", threshold="rate", threshold_rate=0.25), dataset=toy)
-    on = np.array(r["steps"]["bn_on"])
+    on = np.array(r["steps"]["bn_on"], dtype=bool)
     n_batches = 240 // 8
     assert on[:n_batches].sum() == round(0.25 * n_batches)
     assert np.array_equal(on[:n_batches], on[n_batches:])  # fixed plan: same decisions each epoch
