@@ -292,36 +292,38 @@ def _check_group(cfgs: Sequence) -> None:
 
 
 class _Seed:
-    """What a single run keeps, for one seed of a packed group."""
+    """What a single run keeps, for one seed of a packed group: its configuration, its single
+    model (the packed seed's state is unpacked into it to evaluate and probe), plan, selection,
+    step log, epoch lines, status and probe."""
 
     def __init__(self, cfg, model, plan, x_probe, total_steps):
-        from .train import _ShiftProbe
+        from .train import StepLog, _ShiftProbe
 
         self.cfg, self.model, self.plan = cfg, model, plan
-        self.steps = {"loss": [], "grad_norm": [], "bn_on": []}
-        self.epochs, self.status, self.diverged_at = [], "ok", None
+        self.log, self.epochs, self.status, self.diverged_at = StepLog(), [], "ok", None
         self.probe = _ShiftProbe(model, x_probe, total_steps, cfg.probe_points)
-        self.needs_bn, self.sel_info = None, {}
-        self.loss_sum = 0.0
+        self.needs_bn, self.sel_info, self.loss_sum = None, {}, 0.0
 
 
 def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False) -> List[dict]:
-    """Train the seeds ``cfgs`` of one configuration as one packed model; one record per seed, in
-    the format of :func:`sbnlib.train.train` (same keys, same meaning), in ``cfgs`` order.
+    """Train the seeds ``cfgs`` of one configuration (``engine="packed"``) as one packed model;
+    one record per seed, in ``cfgs`` order, as :func:`sbnlib.train.train` writes it.
 
     Per seed, everything is what its single run has: initial weights (``torch.manual_seed(seed)``,
-    then ``build_model``), batch plan, selection decisions, optimizer state, per-step loss,
-    gradient norm (its own parameters), BN decisions and counts, shift probe, evaluation. A seed
-    whose loss or gradient norm is not finite ends there (``status="diverged"``), as its single run
-    would, while the others go on. The numbers equal the single runs' up to float rounding (a
-    grouped convolution sums in another order than a plain one).
+    then ``build_model``), batch plan, selection decisions, optimizer state, learning-rate
+    schedule, per-step loss and gradient norm (its own parameters), BN decisions and counts, shift
+    probe, evaluation. A seed whose loss or gradient norm is not finite ends there
+    (``status="diverged"``), as its single run would, while the others go on. The numbers equal
+    the single runs' up to float rounding (a grouped convolution sums in another order than a
+    plain one), and a seed's numbers do not depend on the seeds packed beside it: a lone seed whose
+    batch size packs (:func:`pack_size`) is trained beside a copy of itself, through the same
+    grouped kernels. ``wall_time_s`` and ``loop_time_s`` are the group's divided by its size.
     """
     import numpy as np
 
     from .data import make_batch_plan
-    from .layers import selective_layers
     from .models import build_model
-    from .train import _prepared, _progress, _selection
+    from .train import _epoch_record, _progress, _selection, finish_record, lr_at, make_optimizer, training_data
 
     cfgs = [c.validate() for c in cfgs]
     _check_group(cfgs)
@@ -330,19 +332,17 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
         cfgs = cfgs * 2  # a ghost copy, trained alongside and dropped: the same kernels as in any group
     first, n = cfgs[0], len(cfgs)
     t0 = time.perf_counter()
-    ds, x_train, x_test = dataset or _prepared(first.dataset, None if root is None else str(root),
-                                               first.n_train, first.n_test, first.data_seed)
-    y_train = ds.y_train
+    data = training_data(first, root, dataset)
+    x_train, y_train = data.x_train, data.y_train
     if first.batch_size > x_train.shape[0]:
         raise ValueError(f"batch_size={first.batch_size} is larger than the {x_train.shape[0]} training "
                          f"samples of {first.dataset}; lower the batch size")
     singles = []
     for c in cfgs:
         torch.manual_seed(c.seed)  # each seed's initial weights exactly as its single run's
-        singles.append(build_model(c.model, ds.in_shape, ds.num_classes, norm=c.norm))
+        singles.append(build_model(c.model, data.ds.in_shape, data.ds.num_classes, norm=c.norm))
     packed = pack(singles)
-    opt = torch.optim.SGD(packed.parameters(), lr=first.effective_lr, momentum=first.momentum,
-                          weight_decay=first.weight_decay)
+    opt = make_optimizer(first, packed.parameters())  # elementwise: S optimizers in one
     params = [p for p in packed.parameters() if p.requires_grad]
     sel_layers = [m for m in packed.modules() if isinstance(m, PackedBatchNorm) and m.skip_mode is not None]
     identity_layers = [m for m in sel_layers if m.skip_mode == "identity" and m.affine]
@@ -354,31 +354,33 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             for c, m in zip(cfgs, singles)]
     for r in runs:
         r.probe.maybe(0)
-    dead = torch.zeros(n, dtype=torch.bool)
+    dead = torch.zeros(n, dtype=torch.bool)  # seeds whose run has ended (diverged)
     bar = _progress(first, total_steps, progress)
     loop_time = 0.0
     for epoch in range(first.epochs):
-        if first.reform_batches and epoch > 0:
-            for r in runs:
+        for r in runs:
+            if first.reform_batches and epoch > 0:
                 r.plan = make_batch_plan(x_train.shape[0], r.cfg.batch_size, seed=r.cfg.seed, epoch=epoch)
-        if epoch == 0 or first.reform_batches:
-            for r in runs:
+            if epoch == 0 or first.reform_batches:
                 r.needs_bn, r.sel_info = _selection(r.cfg, x_train, r.plan, epoch)
+            r.loss_sum = 0.0
         plans = torch.stack([r.plan for r in runs], 1)  # (batches, S, B)
         needs = torch.from_numpy(np.stack([r.needs_bn for r in runs], 1))  # (batches, S)
-        packed.train()
-        for r in runs:
-            r.loss_sum = 0.0
         correct = torch.zeros(n, dtype=torch.long)
+        packed.train()
         t_loop = time.perf_counter()
         for i in range(n_batches):
+            step = epoch * n_batches + i
+            lr = lr_at(first, step, total_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
             idx = plans[i].T  # (B, S): seed s's batch in column s
             on = needs[i]
             for m in sel_layers:
                 m.enabled = on
             out = packed(pack_inputs(x_train[idx]))  # (B, S, classes)
             yb = y_train[idx]
-            # each seed's mean cross-entropy; their sum has each seed's own gradient
+            # each seed's mean cross-entropy; their sum gives each seed its own gradient
             losses = F.cross_entropy(out.transpose(1, 2), yb, reduction="none").mean(0)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
@@ -386,16 +388,14 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             for k, r in enumerate(runs):
                 if dead[k]:
                     continue
-                r.steps["loss"].append(lv[k])
-                r.steps["grad_norm"].append(gv[k])
-                r.steps["bn_on"].append(bool(on[k]))
+                r.log.add(lv[k], gv[k], bool(on[k]), lr)
                 if not (math.isfinite(lv[k]) and math.isfinite(gv[k])):
                     # the single run stops before this step's update: its model is the packed
-                    # seed's now, and its last epoch ends here
-                    r.status, r.diverged_at = "diverged", len(r.steps["loss"]) - 1
+                    # seed's as it is now, and its last epoch ends here
+                    r.status, r.diverged_at = "diverged", len(r.log) - 1
                     unpack(packed, into=[r.model], seeds=[k])
-                    r.epochs.append(_epoch_entry(r, x_test, ds.y_test, epoch, r.loss_sum, int(correct[k]), i + 1,
-                                                 n_bn_layers))
+                    r.epochs.append(_epoch_record(r.model, r.cfg, data, epoch, r.loss_sum, int(correct[k]), i + 1,
+                                                  r.needs_bn if n_bn_layers else None, r.sel_info))
                     dead[k] = True
             if bool(dead.all()):
                 break
@@ -406,69 +406,25 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             correct += (out.argmax(2) == yb).sum(0)
             for k, r in enumerate(runs):
                 r.loss_sum += lv[k]
-            done = epoch * n_batches + i + 1
-            if any(done in r.probe.at for r in runs):
-                unpack(packed, into=[r.model for k, r in enumerate(runs) if not dead[k]],
-                       seeds=[k for k in range(n) if not dead[k]])
-                for k, r in enumerate(runs):
-                    if not dead[k]:
-                        r.probe.maybe(done)
+            if any(step + 1 in r.probe.at for r in runs):
+                live = [k for k in range(n) if not dead[k]]
+                unpack(packed, into=[runs[k].model for k in live], seeds=live)
+                for k in live:
+                    runs[k].probe.maybe(step + 1)
             bar.update(1)
         loop_time += time.perf_counter() - t_loop
-        alive = [k for k in range(n) if not dead[k]]
-        unpack(packed, into=[runs[k].model for k in alive], seeds=alive)
-        for k in alive:
-            runs[k].epochs.append(_epoch_entry(runs[k], x_test, ds.y_test, epoch, runs[k].loss_sum,
-                                               int(correct[k]), n_batches, n_bn_layers))
-        if not alive:
+        live = [k for k in range(n) if not dead[k]]
+        unpack(packed, into=[runs[k].model for k in live], seeds=live)
+        for k in live:
+            r = runs[k]
+            r.epochs.append(_epoch_record(r.model, r.cfg, data, epoch, r.loss_sum, int(correct[k]), n_batches,
+                                          r.needs_bn if n_bn_layers else None, r.sel_info))
+        if not live:
             break
     bar.close()
-    wall = time.perf_counter() - t0
-    return [_record(r, ds, x_train, x_test, n_bn_layers, wall / wanted, loop_time / wanted) for r in runs[:wanted]]
-
-
-def _epoch_entry(r: _Seed, x_test, y_test, epoch, loss_sum, correct, n_steps, n_bn_layers) -> dict:
-    # TEMPORARY until main's train.py helpers are merged
-    import numpy as np
-
-    from .train import evaluate
-
-    test_acc, test_loss = evaluate(r.model, x_test, y_test, r.cfg.eval_batch_size)
-    return {"epoch": epoch, "train_loss": loss_sum / n_steps, "train_acc": correct / (n_steps * r.cfg.batch_size),
-            "test_acc": test_acc, "test_loss": test_loss,
-            "frac_normalized": float(np.mean(r.needs_bn)) if n_bn_layers else 0.0, **r.sel_info}
-
-
-def _record(r: _Seed, ds, x_train, x_test, n_bn_layers, wall, loop_time) -> dict:
-    # TEMPORARY until main's train.py helpers are merged
-    import dataclasses
-    import platform
-
-    import numpy as np
-
-    from . import __version__
-    from .layers import bn_counts, selective_layers
-    from .train import _inference_policies, _running_stat_drift, config_hash
-
-    cfg, model, steps = r.cfg, r.model, r.steps
-    inference = {"running_stats_drift": _running_stat_drift(model, x_train[:1000]) if n_bn_layers else None}
-    if any(True for _ in selective_layers(model)):
-        inference.update(_inference_policies(model, cfg, x_test, ds.y_test, r.sel_info.get("threshold")))
-    n_on = int(np.sum(steps["bn_on"]))
-    n_steps = len(steps["loss"])
-    counts = bn_counts(model)
-    if counts["layers"] == 0:
-        counts = {"layers": n_bn_layers, "layer_batches_normalized": n_bn_layers * n_steps,
-                  "layer_batches_skipped": 0}
-    return {
-        "config": dataclasses.asdict(cfg), "config_hash": config_hash(cfg), "status": r.status,
-        "diverged_at_step": r.diverged_at, "final_test_acc": r.epochs[-1]["test_acc"],
-        "final_test_loss": r.epochs[-1]["test_loss"], "epochs": r.epochs, "steps": steps,
-        "probe": r.probe.record(), "inference": inference,
-        "bn": {**counts, "batches_normalized": n_on if n_bn_layers else 0,
-               "batches_skipped": (n_steps - n_on) if n_bn_layers else 0,
-               "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},
-        "data": ds.provenance, "wall_time_s": wall, "loop_time_s": loop_time,
-        "versions": {"sbnlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
-    }
+    records = [finish_record(r.cfg, r.model, data, r.epochs, r.log, n_batches, r.status, r.diverged_at,
+                             r.probe.record(), r.sel_info.get("threshold"), n_bn_layers, t0, loop_time / wanted)
+               for r in runs[:wanted]]
+    for rec in records:  # the group's time, shared by its runs
+        rec["wall_time_s"] = (time.perf_counter() - t0) / wanted
+    return records
