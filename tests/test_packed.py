@@ -162,8 +162,11 @@ def _assert_within_rounding(packed, single, nudged, floor):
 REGIME = dict(schedule="warmup_cosine", nesterov=True, val_frac=0.2)  # issue 11's training regime
 
 
-@pytest.mark.parametrize("batch,regime", [(2, {}), (8, {}), (4, REGIME)], ids=["B2", "B8", "B4-cosine-nesterov-val"])
-@pytest.mark.parametrize("method", ["bn", "sbn", "sbn_frozen", "random", "gn", "none"])
+METHODS = ["bn", "sbn", "sbn_frozen", "random", "gn", "none"]
+CASES = [(m, b, {}) for b in (2, 8) for m in METHODS] + [(m, 4, REGIME) for m in ("bn", "sbn")]
+
+
+@pytest.mark.parametrize("method,batch,regime", CASES, ids=lambda v: "regime" if v == REGIME else str(v or ""))
 def test_fifty_steps_match_the_single_seed_trainer(method, batch, regime, monkeypatch):
     n_train = 50 * batch + (round(50 * batch / 0.8) - 50 * batch if regime else 0)  # 50 steps after the split
     data = _toy(n_train)
