@@ -21,6 +21,7 @@ import sys
 import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence
 
@@ -37,10 +38,11 @@ DASK_CONNECT_TIMEOUT_S = 10
 _RUN_LOCK = threading.Lock()
 
 # Shared by every profile unless overridden: SGD with momentum; the learning rate is scaled with
-# sqrt(batch size / 32).
+# sqrt(batch size / 32). engine="packed" trains the seeds of a configuration together (issue 12,
+# sbnlib.packed): faster at small batches, numbers equal up to float rounding but kept apart.
 _COMMON = dict(model="cnn_s", optimizer="sgd", lr=0.05, lr_scaling="sqrt", lr_ref_batch=32,
                momentum=0.9, weight_decay=5e-4, scorer="feature_std", threshold="mean",
-               probe_points=20, data_seed=0)
+               probe_points=20, data_seed=0, engine="single")
 
 # The credible regime (issue 11): Nesterov momentum, a linear warm-up over the first 15% of the
 # steps then cosine decay to 0, a stratified 10% validation split on which every method's peak
@@ -218,22 +220,63 @@ def load_result(path, cfg: TrainConfig) -> Optional[dict]:
     return result
 
 
-def _run_one(cfg: TrainConfig, root, path: str) -> dict:
+@contextmanager
+def _one_thread():
+    """Run the body with :data:`THREADS_PER_RUN` torch threads, one run at a time per process."""
     import torch
-
-    from .io import atomic_write_json
-    from .train import train
 
     with _RUN_LOCK:
         threads = torch.get_num_threads()
         torch.set_num_threads(THREADS_PER_RUN)
         try:
-            result = train(cfg, root=root)
+            yield
         finally:
             torch.set_num_threads(threads)
+
+
+def _run_one(cfg: TrainConfig, root, path: str) -> dict:
+    from .io import atomic_write_json
+    from .train import train
+
+    with _one_thread():
+        result = train(cfg, root=root)
     result["torch_threads"] = THREADS_PER_RUN
     atomic_write_json(path, result)
     return result
+
+
+def _run_unit(cfgs: Sequence[TrainConfig], root, paths: Sequence[str]) -> List[dict]:
+    """One unit of work: a single-engine run, or the seeds of one configuration trained packed
+    (:func:`sbnlib.packed.train_packed`), whose result files are written when the group ends."""
+    if cfgs[0].engine == "single":
+        return [_run_one(cfgs[0], root, paths[0])]
+    from .io import atomic_write_json
+    from .packed import train_packed
+
+    with _one_thread():
+        results = train_packed(cfgs, root=root)
+    for result, path in zip(results, paths):
+        result["torch_threads"] = THREADS_PER_RUN
+        atomic_write_json(path, result)
+    return results
+
+
+def _units(configs: Sequence[TrainConfig], todo: Sequence[int]) -> List[List[int]]:
+    """The runs ``todo`` (indices into ``configs``) as units of work, in ``todo`` order: a
+    single-engine run alone; packed runs of one configuration (all but the seed) together, at
+    most :func:`sbnlib.packed.pack_size` of them per unit."""
+    from .packed import pack_size
+
+    groups: dict = {}
+    for i in todo:
+        c = configs[i]
+        key = config_hash(dataclasses.replace(c, seed=0)) if c.engine == "packed" else i
+        groups.setdefault(key, []).append(i)
+    units = []
+    for members in groups.values():
+        size = pack_size(configs[members[0]].batch_size) if configs[members[0]].engine == "packed" else 1
+        units += [members[k:k + size] for k in range(0, len(members), size)]
+    return units
 
 
 def dask_client(scheduler):
@@ -267,6 +310,10 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     files there, so on a multi-machine cluster ``runs_dir`` should be on a shared filesystem; the
     client also writes every result it receives whose file it does not see. Finished runs are
     written as they finish, so an interruption loses at most the runs in flight.
+
+    Runs with ``engine="packed"`` that differ only in the seed are trained together, up to
+    :func:`sbnlib.packed.pack_size` seeds per group (only the seeds whose file is missing), and
+    their files are written when their group ends; ``jobs`` then runs that many groups at once.
     """
     from tqdm import tqdm
 
@@ -283,32 +330,40 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run",
                disable=not progress, file=sys.stdout, mininterval=5)
     root = None if root is None else str(root)
-    if scheduler is not None and todo:
+    units = _units(configs, todo)
+
+    def task(unit):
+        return [configs[i] for i in unit], root, [str(paths[i]) for i in unit]
+
+    def done(unit, unit_results):
+        for i, r in zip(unit, unit_results):
+            results[i] = r
+        bar.update(len(unit))  # the bar counts runs, a packed group's all at once
+
+    if scheduler is not None and units:
         client, owned = dask_client(scheduler)  # first: without dask, the error names the fix
         from distributed import as_completed as dask_completed
 
         try:
-            futures = {client.submit(_run_one, configs[i], root, str(paths[i]), pure=False): i for i in todo}
+            futures = {client.submit(_run_unit, *task(u), pure=False): u for u in units}
             for fut in dask_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                if not paths[i].exists():  # the worker wrote it on its own disk
-                    atomic_write_json(paths[i], results[i])
-                bar.update(1)
+                unit = futures[fut]
+                done(unit, fut.result())
+                for i in unit:
+                    if not paths[i].exists():  # the worker wrote it on its own disk
+                        atomic_write_json(paths[i], results[i])
         finally:
             if owned:
                 client.close()
-    elif jobs == 1 or len(todo) <= 1:
-        for i in todo:
-            results[i] = _run_one(configs[i], root, str(paths[i]))
-            bar.update(1)
+    elif jobs == 1 or len(units) <= 1:
+        for unit in units:
+            done(unit, _run_unit(*task(unit)))
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_run_one, configs[i], root, str(paths[i])): i for i in todo}
+            futures = {pool.submit(_run_unit, *task(u)): u for u in units}
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update(1)
+                done(futures[fut], fut.result())
     bar.close()
     return results
 

@@ -247,3 +247,46 @@ def test_engine_is_validated_and_packed_needs_sgd():
         TrainConfig(engine="fast").validate()
     with pytest.raises(ValueError, match="optimizer='sgd'"):
         TrainConfig(engine="packed", optimizer="adam").validate()
+
+
+def test_units_group_packed_seeds_of_one_configuration_up_to_the_pack_size():
+    from sbnlib.packed import pack_size
+    from sbnlib.sweep import _units
+
+    configs = (_cfgs("bn", 2, seeds=range(10)) + _cfgs("sbn", 2, seeds=range(3)) + _cfgs("bn", 32, seeds=range(3))
+               + _cfgs("bn", 128, seeds=range(2)) + _cfgs("bn", 2, seeds=range(2), engine="single"))
+    units = _units(configs, range(len(configs)))
+    assert pack_size(2) >= 10 and pack_size(32) == 2 and pack_size(128) == 1
+    assert [[configs[i].seed for i in u] for u in units] == [list(range(10)), [0, 1, 2], [0, 1], [2], [0], [1],
+                                                             [0], [1]]
+    assert all(len({(configs[i].method, configs[i].batch_size, configs[i].engine) for i in u}) == 1 for u in units)
+    assert _units(configs, [12, 3, 11]) == [[12, 11], [3]]  # only the runs asked for, in their order
+
+
+def test_sweep_trains_packed_groups_and_caches_every_run(tmp_path, monkeypatch):
+    import sbnlib.packed
+    import sbnlib.train
+    from sbnlib.sweep import result_path, run_configs
+
+    data = _toy(64)
+    monkeypatch.setattr(sbnlib.train, "_prepared", lambda *a: data)  # the toy task stands in for a dataset
+    groups = []
+
+    def spy(cfgs, **kw):
+        groups.append([(c.method, c.seed) for c in cfgs])
+        return train_packed(cfgs, **kw)
+
+    monkeypatch.setattr(sbnlib.packed, "train_packed", spy)
+    configs = _cfgs("bn", 4) + _cfgs("sbn", 4) + _cfgs("sbn", 4, seeds=[5], engine="single")
+    first = run_configs(configs, tmp_path, progress=False)
+    assert sorted(groups) == [[("bn", s) for s in SEEDS], [("sbn", s) for s in SEEDS]]
+    assert [r["config"]["engine"] for r in first] == ["packed"] * 6 + ["single"]
+    victim = result_path(tmp_path, configs[4])  # sbn, seed 0
+    victim.unlink()
+    groups.clear()
+    again = run_configs(configs, tmp_path, progress=False)
+    assert groups == [[("sbn", 0)]]  # only the missing run is trained, ...
+    strip = ("wall_time_s", "loop_time_s")
+    assert json.dumps({k: v for k, v in again[4].items() if k not in strip}, sort_keys=True) == \
+           json.dumps({k: v for k, v in first[4].items() if k not in strip}, sort_keys=True)  # ... to the same numbers
+    assert all(result_path(tmp_path, c).exists() for c in configs)
