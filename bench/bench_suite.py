@@ -14,12 +14,19 @@
    step and slices each batch out of the in-memory training tensor). Target: at least 90%.
 4. Sweep throughput, ``--jobs 2`` against ``--jobs 1``: the same 12 small runs, into fresh
    folders. Target: at least 1.6x on 2 cores.
+5. Packed seeds (issue 12): training images per second summed over 8 seeds of one configuration,
+   ``sbnlib.packed.train_packed`` on all 8 at once (and in groups of ``pack_size(B)``, as a sweep
+   packs them; and with ``torch.compile``, compile time included) against the single trainer run
+   after run, on one thread, at B = 2, 8, 32, 128, side by side (MNIST subset, one epoch). Whole
+   runs (with evaluation) and the step loops alone. Targets: >= 3x at B=2, >= 2x at B=8, never
+   slower where a sweep packs. ``--only packed`` runs this section alone and updates it in place.
 
 Figures, not assertions: the script prints them and writes a Markdown file with the machine.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -43,6 +50,7 @@ from sbnlib.models import build_model  # noqa: E402
 from sbnlib.scoring import score_batches  # noqa: E402
 from sbnlib.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
 from sbnlib.threshold import classify_batches, fit_threshold  # noqa: E402
+from sbnlib.packed import pack_size, train_packed  # noqa: E402
 from sbnlib.train import TrainConfig, train  # noqa: E402
 
 BATCH_SIZES = [2, 4, 8, 16, 32, 64, 128]
@@ -164,17 +172,88 @@ def bench_jobs(data_root):
                   [(len(configs), f"{walls[1]:.1f}", f"{walls[2]:.1f}", f"{walls[1] / walls[2]:.2f}x")])
 
 
+def bench_packed(data_root, seeds=8, n_train=1000, n_test=500, methods=("bn", "sbn")):
+    print(f"\n## Packed seeds vs single runs ({seeds} seeds, {n_train} MNIST images, one epoch, 1 thread)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    small = load_dataset("mnist", root=data_root, n_train=n_train, n_test=n_test)
+    data = (small, small.normalize(small.x_train), small.normalize(small.x_test))
+    rows = []
+    for b in (2, 8, 32, 128):
+        tiny = load_dataset("mnist", root=data_root, n_train=4 * b, n_test=100)  # warm-up: kernels for these shapes
+        tiny = (tiny, tiny.normalize(tiny.x_train), tiny.normalize(tiny.x_test))
+        for method in methods:
+            cfgs = [TrainConfig(dataset="mnist", method=method, batch_size=b, epochs=1, seed=s, n_train=n_train,
+                                n_test=n_test, probe_points=0, engine="packed") for s in range(seeds)]
+            single = [dataclasses.replace(c, engine="single") for c in cfgs]
+            k = pack_size(b)
+            engines = {  # name -> one sweep's runs (a list of records)
+                "single, run after run": lambda d: [train(c, dataset=d) for c in single],
+                f"packed, S={seeds}": lambda d: train_packed(cfgs, dataset=d),
+            }
+            if k < seeds:  # what run_configs does at this batch size
+                engines[f"packed as a sweep packs, S={k}"] = \
+                    lambda d: [r for i in range(0, seeds, k) for r in train_packed(cfgs[i:i + k], dataset=d)]
+            if b <= 8 and method == "bn":
+                engines[f"packed + torch.compile, S={seeds} (compile time included)"] = \
+                    lambda d: train_packed(cfgs, dataset=d, compile=True)
+            for name, run in engines.items():
+                if "compile" not in name:
+                    run(tiny)
+            base = None
+            for name, run in engines.items():  # interleaved: every engine at this B and method, in turn
+                t = time.perf_counter()
+                records = run(data)
+                wall = time.perf_counter() - t
+                loop = sum(r["loop_time_s"] for r in records)
+                images = sum(r["steps"]["n"] for r in records) * b
+                base = base or (images / wall, images / loop)
+                print(f"B={b:>4} {method:>4} {name:<58} {images / wall:8.0f} img/s ({images / wall / base[0]:.2f}x), "
+                      f"step loops {images / loop:8.0f} img/s ({images / loop / base[1]:.2f}x)", flush=True)
+                rows.append((b, method, name, f"{images / wall:.0f}", f"{images / wall / base[0]:.2f}x",
+                             f"{images / loop:.0f}", f"{images / loop / base[1]:.2f}x"))
+    torch.set_num_threads(threads)
+    return _table(["B", "method", "engine", "images/s, whole runs", "vs single", "images/s, step loops",
+                   "vs single"], rows)
+
+
+def _splice(path, title, table):
+    """``path``'s Markdown with the section ``## title`` replaced by (or, when absent, added as) ``table``."""
+    text = Path(path).read_text()
+    head = f"## {title}"
+    block = f"{head}\n\n{table}\n"
+    if head not in text:
+        marker = "## What bounds the figures"
+        i = text.find(marker)
+        return text[:i] + block + "\n" + text[i:] if i >= 0 else text.rstrip("\n") + "\n\n" + block
+    start = text.index(head)
+    end = text.find("\n## ", start + len(head))
+    return text[:start] + block + (text[end:] if end >= 0 else "")
+
+
+PACKED_TITLE = "5. Packed seeds vs single runs, sweep throughput"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-root", default=os.environ.get("SBN_DATA_ROOT"))
     ap.add_argument("--out", default=str(REPO / "outputs" / "BENCH.md"))
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", choices=["packed"], help="run one section and update it in --out in place")
     args = ap.parse_args()
     machine = (f"{platform.platform()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
                f"torch {torch.__version__}, {torch.get_num_threads()} torch threads in the main process, "
                f"Python {platform.python_version()}")
     print("machine:", machine)
     t0 = time.perf_counter()
+    if args.only == "packed":
+        table = bench_packed(args.data_root)
+        item = __doc__[__doc__.index("5. Packed seeds"):__doc__.index("Figures, not assertions")]
+        stamp = (" ".join(item.split()) + f"\n\nProduced by `python bench/bench_suite.py --only packed` in "
+                 f"{time.perf_counter() - t0:.0f} s on {machine}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.")
+        atomic_write_bytes(args.out, _splice(args.out, PACKED_TITLE, f"{stamp}\n\n{table}").encode())
+        print("written", args.out)
+        return
     ds = load_dataset("mnist", root=args.data_root)
     x = ds.normalize(ds.x_train)
     sections = {
@@ -182,6 +261,7 @@ def main():
         "2. Pre-training assessment as a fraction of one epoch": bench_assessment(x, ds.y_train, 30, args.rounds),
         "3. Trainer throughput vs the raw loop": bench_trainer(args.data_root, max(3, args.rounds // 2)),
         "4. Sweep throughput, --jobs 2 vs --jobs 1": bench_jobs(args.data_root),
+        PACKED_TITLE: bench_packed(args.data_root),
     }
     text = ["# Benchmarks", "", f"Produced by `python bench/bench_suite.py` in {time.perf_counter() - t0:.0f} s.",
             "", f"- machine: {machine}", f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", "",

@@ -305,7 +305,7 @@ class _Seed:
         self.needs_bn, self.sel_info, self.loss_sum = None, {}, 0.0
 
 
-def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False) -> List[dict]:
+def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False, compile: bool = False) -> List[dict]:
     """Train the seeds ``cfgs`` of one configuration (``engine="packed"``) as one packed model;
     one record per seed, in ``cfgs`` order, as :func:`sbnlib.train.train` writes it.
 
@@ -318,6 +318,8 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     plain one), and a seed's numbers do not depend on the seeds packed beside it: a lone seed whose
     batch size packs (:func:`pack_size`) is trained beside a copy of itself, through the same
     grouped kernels. ``wall_time_s`` and ``loop_time_s`` are the group's divided by its size.
+    ``compile=True`` runs the training steps' forward pass through ``torch.compile`` (on this CPU
+    it is slower, compile time aside: ``bench/bench_suite.py --only packed``).
     """
     import numpy as np
 
@@ -342,6 +344,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
         torch.manual_seed(c.seed)  # each seed's initial weights exactly as its single run's
         singles.append(build_model(c.model, data.ds.in_shape, data.ds.num_classes, norm=c.norm))
     packed = pack(singles)
+    forward = torch.compile(packed) if compile else packed
     opt = make_optimizer(first, packed.parameters())  # elementwise: S optimizers in one
     params = [p for p in packed.parameters() if p.requires_grad]
     sel_layers = [m for m in packed.modules() if isinstance(m, PackedBatchNorm) and m.skip_mode is not None]
@@ -378,7 +381,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             on = needs[i]
             for m in sel_layers:
                 m.enabled = on
-            out = packed(pack_inputs(x_train[idx]))  # (B, S, classes)
+            out = forward(pack_inputs(x_train[idx]))  # (B, S, classes)
             yb = y_train[idx]
             # each seed's mean cross-entropy; their sum gives each seed its own gradient
             losses = F.cross_entropy(out.transpose(1, 2), yb, reduction="none").mean(0)
