@@ -37,7 +37,8 @@ from .layers import SKIP_MODES, _SelectiveBatchNorm
 # images per packed step (seeds x batch size) up to which packing pays on a CPU, measured with cnn_s
 PACK_IMAGES = 64
 
-__all__ = ["PACK_IMAGES", "pack_size", "train_packed", "PackedLinear", "PackedBatchNorm", "PackedModel", "pack", "unpack", "pack_inputs", "seed_grad_norms"]
+__all__ = ["PACK_IMAGES", "pack_size", "train_packed", "PackedLinear", "PackedBatchNorm", "PackedModel", "pack",
+           "unpack", "pack_inputs", "seed_grad_norms"]
 
 # modules without parameters or buffers: the packed network uses them as they are (they act per
 # channel or per sample, so they never mix seeds)
@@ -108,10 +109,6 @@ class PackedBatchNorm(_BatchNorm):
         if input.dim() < 2 or input.shape[1] != self.num_features:
             raise ValueError(f"expected input (N, {self.num_features}, ...), got {tuple(input.shape)}")
 
-    def channel_mask(self, per_seed: Tensor, input: Tensor) -> Tensor:
-        """A per-seed bool ``(S,)`` spread over the channels, shaped to broadcast against ``input``."""
-        return per_seed.repeat_interleave(self.seed_features).view((1, -1) + (1,) * (input.dim() - 2))
-
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
         on = self.enabled if self.skip_mode is not None else torch.ones_like(self.enabled)
@@ -141,7 +138,7 @@ class PackedBatchNorm(_BatchNorm):
             self.running_mean = torch.where(ch, mean, self.running_mean)
             self.running_var = torch.where(ch, var, self.running_var)
             self.num_batches_tracked += on
-        return torch.where(self.channel_mask(on, input), normalised, skipped)
+        return torch.where(ch.view((1, -1) + (1,) * (input.dim() - 2)), normalised, skipped)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_seeds={self.num_seeds}, skip_mode={self.skip_mode}"
