@@ -70,7 +70,17 @@ BOUNDS = """\
   that bookkeeping is about 10% of the step.
 - `--jobs 2` on 12 runs of a few seconds each pays the start-up of two spawned worker processes
   (importing torch) inside a 15-20 s measurement; on the full `cpu` sweep the summed single-thread
-  training time divided by the wall time is the better figure (README, profile table)."""
+  training time divided by the wall time is the better figure (README, profile table).
+- Packed seeds remove per-operation overhead from the step loops only: each seed's evaluation,
+  running-statistics drift and inference policies still run on its unpacked single model, so on
+  these one-epoch runs of 1,000 images the whole-run ratio stays below the step-loop ratio (a
+  `cpu`-profile run trains 8 epochs of 9,000 images, where the loops dominate). Selective BN's
+  packed steps with some seeds on and some off normalise every channel and select per seed, so
+  `sbn` gains less than `bn`. Beyond about 32 images per packed step the activations outgrow the
+  caches and a packed step is slower than the single steps it replaces, which is why a sweep packs
+  `pack_size(B) = 32 // B` seeds (none from B=32 on). The machine's other core runs other jobs, so
+  ratios move by tens of percent from run to run; torch.compile (inductor, CPU) costs a minute of
+  compilation per shape and its steps were not faster."""
 
 
 def _table(header, rows):

@@ -34,8 +34,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import SKIP_MODES, _SelectiveBatchNorm
 
-# images per packed step (seeds x batch size) up to which packing pays on a CPU, measured with cnn_s
-PACK_IMAGES = 64
+# images per packed step (seeds x batch size) up to which packing pays on this CPU (cnn_s, MNIST):
+# at B=32 two packed seeds were slower than two single runs (outputs/BENCH.md, section 5)
+PACK_IMAGES = 32
 
 __all__ = ["PACK_IMAGES", "pack_size", "train_packed", "PackedLinear", "PackedBatchNorm", "PackedModel", "pack",
            "unpack", "pack_inputs", "seed_grad_norms"]
