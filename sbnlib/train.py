@@ -399,18 +399,22 @@ class StepLog:
                 "bn_on": means(self.bn_on), "lr": [float(f"{self.lr[i]:.6g}") for i in edges[:-1]]}
 
     def metrics(self, steps_per_epoch: int, diverged: bool) -> dict:
-        """Stability metrics from the full series (NaN for a diverged run, whose series ends in
-        NaN/inf), and the last epoch's training loss over all steps, BN-on and BN-off steps."""
+        """Stability metrics from the full series (None for a diverged run, whose series ends in
+        NaN/inf), and the last epoch's training loss over all steps, BN-on and BN-off steps (None
+        where there were no such steps)."""
         from .stats import grad_norm_cv, loss_volatility
 
         loss, on = np.asarray(self.loss, dtype=np.float64), np.asarray(self.bn_on, dtype=bool)
         last, last_on = loss[-steps_per_epoch:], on[-steps_per_epoch:]
-        nan = float("nan")
-        return {"loss_volatility": nan if diverged else loss_volatility(loss),
-                "grad_norm_cv": nan if diverged else grad_norm_cv(self.grad_norm),
-                "last_epoch_loss": float(last.mean()) if last.size else nan,
-                "last_epoch_loss_bn_on": float(last[last_on].mean()) if last_on.any() else nan,
-                "last_epoch_loss_bn_off": float(last[~last_on].mean()) if (~last_on).any() else nan}
+
+        def value(v):  # undefined -> None (JSON null), so that a record equals its stored copy
+            return None if v is None or not math.isfinite(v) else float(v)
+
+        return {"loss_volatility": None if diverged else value(loss_volatility(loss)),
+                "grad_norm_cv": None if diverged else value(grad_norm_cv(self.grad_norm)),
+                "last_epoch_loss": value(last.mean()) if last.size else None,
+                "last_epoch_loss_bn_on": value(last[last_on].mean()) if last_on.any() else None,
+                "last_epoch_loss_bn_off": value(last[~last_on].mean()) if (~last_on).any() else None}
 
 
 def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> dict:
