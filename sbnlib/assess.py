@@ -10,6 +10,7 @@ threshold is fitted and the fraction of batches that *need BN* is reported.
   measured evidence from the benchmark results (:mod:`sbnlib.advice`, which also writes the HTML
   report);
 * :func:`domain_auroc`: does the scorer rank truly mixed batches above pure ones?
+  (:func:`domain_auroc_table`: every scorer at every batch size)
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .data import make_batch_plan
 from .scoring import FITTED, fit_scorer, get_scorer, score_batches
 from .threshold import classify_batches, fit_threshold
 
-__all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc"]
+__all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc", "domain_auroc_table"]
 
 FIT_ITEMS = 10_000  # how many items of your own data a fitted scorer is fitted on (one read, bounded memory)
 
@@ -106,6 +107,23 @@ def domain_auroc(x: torch.Tensor, domain: torch.Tensor, batch_size: int, scorer=
     return {"batch_size": batch_size, "scorer": scorer if isinstance(scorer, str) else "custom",
             "auroc": float(u / (len(s_mixed) * len(s_pure))), "n_batches": n_batches,
             "score_mean_mixed": float(s_mixed.mean()), "score_mean_pure": float(s_pure.mean())}
+
+
+def domain_auroc_table(x: torch.Tensor, domain: torch.Tensor, batch_sizes: Iterable[int], scorers=None,
+                       n_batches: int = 500, seed: int = 0):
+    """:func:`domain_auroc` of every scorer (default: all of :data:`sbnlib.scoring.SCORERS`) at
+    every batch size >= 2: a DataFrame indexed by ``batch_size``, one AUROC column per scorer. Each
+    fitted scorer is fitted once, on all of ``x``; every scorer sees the same batches (same ``seed``)."""
+    import pandas as pd
+
+    from .scoring import SCORERS
+
+    names = sorted(SCORERS) if scorers is None else list(scorers)
+    fitted = {name: fit_scorer(name, x) for name in names}
+    sizes = [b for b in batch_sizes if b >= 2]
+    table = pd.DataFrame({name: [domain_auroc(x, domain, b, fn, n_batches, seed)["auroc"] for b in sizes]
+                          for name, fn in fitted.items()}, index=pd.Index(sizes, name="batch_size"))
+    return table
 
 
 # ----------------------------------------------------------------------------------------------
