@@ -16,7 +16,7 @@ from sbnlib.models import build_model
 from sbnlib.scoring import SCORERS, fit_scorer, score_batches
 from sbnlib.train import METHODS, SCOPES, TrainConfig, _selection, config_dict, config_hash, switched_layers, train
 
-from .conftest import make_toy_dataset
+from .conftest import REPO, make_toy_dataset
 
 
 def _cfg(**kw):
@@ -261,3 +261,12 @@ def test_a_tiny_readings_run_end_to_end(tmp_path, monkeypatch):
         assert frac[("sbn_inverse", seed)] == frac[("sbn", seed)] == frac[("random", seed)] == frac[("random_frozen", seed)]
     md = (tmp_path / "toy_readings" / "readings.md").read_text()
     assert "| input_bare | 8 |" in md and "synthetic" in md
+
+
+def test_readings_notebook_has_parameters_and_narrative():
+    nb = json.loads((REPO / "notebooks" / "readings.ipynb").read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and "readings = None" in "".join(tagged[0]["source"])
+    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert all(f"`{name}`" in text for name in rd.READINGS)  # the narrative explains every reading
+    assert "ex.readings(P, ds" in "".join("".join(c["source"]) for c in nb["cells"])
