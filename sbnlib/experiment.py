@@ -413,6 +413,19 @@ SANITY_NOTE = (
     "selective BN has to help at small batches is bounded by how much BN loses there.")
 
 
+def _train_grid(P: Params, build, what: str, progress: bool):
+    """``build()`` the configurations of a grid (a ValueError there becomes a ParameterError) and
+    train those without a result file in ``<out>/runs/``; returns (the results' rows, start time)."""
+    try:
+        configs = build()
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
+    t0 = time.perf_counter()
+    results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
+                          desc=f"{P.dataset} {what} ({len(configs)} runs)", scheduler=P.scheduler)
+    return pd.DataFrame(list(iter_results(results))), t0
+
+
 # ----------------------------------------------------------------------------------------------
 # Ablation: scorer x threshold grid, rate sweep, random control at the same rates
 # ----------------------------------------------------------------------------------------------
@@ -438,15 +451,8 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     from .stats import chosen_learning_rates
 
     lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
-    try:
-        configs = ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
-                                   a["strategies"], a["rates"], lr_for)
-    except ValueError as e:
-        raise ParameterError(str(e)) from None
-    t0 = time.perf_counter()
-    results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} ablation ({len(configs)} runs)", scheduler=P.scheduler)
-    df = pd.DataFrame(list(iter_results(results)))
+    df, t0 = _train_grid(P, lambda: ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
+                                                     a["strategies"], a["rates"], lr_for), "ablation", progress)
     df["selection"] = [f"random, rate {r:g}" if m == "random" else
                        (f"rate {r:g}" if t == "rate" else f"{s} / {t}")
                        for m, s, t, r in zip(df.method, df.scorer, df.threshold, df.threshold_rate)]
@@ -495,14 +501,8 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     bs = None if batch_sizes is None else _check_int_list("batch_sizes", batch_sizes)
     if lr_for is None:
         lr_for = chosen_learning_rates(tune(P, progress=progress))
-    try:
-        configs = rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, list(names))
-    except ValueError as e:
-        raise ParameterError(str(e)) from None
-    t0 = time.perf_counter()
-    results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} readings ({len(configs)} runs)", scheduler=P.scheduler)
-    df = pd.DataFrame(list(iter_results(results)))
+    df, t0 = _train_grid(P, lambda: rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, list(names)),
+                         "readings", progress)
     out = rd.readings_table(df, list(names), base=rd.base_fields(P.sweep))
     prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "readings": list(names)},
                                   time.perf_counter() - t0)
