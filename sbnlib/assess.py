@@ -121,9 +121,8 @@ def domain_auroc_table(x: torch.Tensor, domain: torch.Tensor, batch_sizes: Itera
     names = sorted(SCORERS) if scorers is None else list(scorers)
     fitted = {name: fit_scorer(name, x) for name in names}
     sizes = [b for b in batch_sizes if b >= 2]
-    table = pd.DataFrame({name: [domain_auroc(x, domain, b, fn, n_batches, seed)["auroc"] for b in sizes]
-                          for name, fn in fitted.items()}, index=pd.Index(sizes, name="batch_size"))
-    return table
+    return pd.DataFrame({name: [domain_auroc(x, domain, b, fn, n_batches, seed)["auroc"] for b in sizes]
+                         for name, fn in fitted.items()}, index=pd.Index(sizes, name="batch_size"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def spectral_split(x_train: torch.Tensor, seed: int = 0, components: int = 16, m
     """
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(x_train.shape[0], generator=g)[:max_fit]
-    xs = _flat(x_train[pick][None])[0].to(torch.float64)  # (n, D)
+    xs = x_train[pick].reshape(pick.numel(), -1).to(torch.float64)  # (n, D)
     mean = xs.mean(0)
     with torch.random.fork_rng(devices=[]):  # pca_lowrank draws from the global generator: seed it, then restore it
         torch.manual_seed(seed)
@@ -262,9 +262,10 @@ def score_batches(
     """Heterogeneity score of every batch of a batch plan, as a float64 tensor ``(n_batches,)``.
 
     ``x`` holds the (normalised) inputs, ``(N, *feature_shape)``; ``order`` is as in
-    :func:`batch_view`. A fitted scorer named here is fitted on ``x`` (:func:`fit_scorer`). The scorer is applied to all batches at once; to bound memory, batches are
-    processed in slices of about ``max_elements`` input values (a loop over slices of many
-    batches, never over single batches). Scores are computed in float64 so that they do not depend
+    :func:`batch_view`. A fitted scorer named here is fitted on ``x`` (:func:`fit_scorer`). The
+    scorer is applied to all batches at once; to bound memory, batches are processed in slices of
+    about ``max_elements`` input values (a loop over slices of many batches, never over single
+    batches). Scores are computed in float64 so that they do not depend
     on how batches are grouped into slices.
     """
     if x.dim() < 2:

@@ -77,6 +77,7 @@ METHODS = {
     "gn": Method("gn", "all"),
 }
 
+
 @dataclass(frozen=True)
 class Scope:
     """Where a selective method's norm layers go, and which of them the per-batch decision switches."""
