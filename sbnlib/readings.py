@@ -25,7 +25,7 @@ from . import report
 from .sweep import experiment_configs
 from .train import TrainConfig, config_hash
 
-__all__ = ["Reading", "READINGS", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM",
+__all__ = ["Reading", "READINGS", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM", "base_fields",
            "readings_configs", "readings_table"]
 
 # the scorer that ranks truly mixed batches above pure ones best, at every batch size
