@@ -428,7 +428,8 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
         if st["status"] != "ok":
             continue
         parts += [f"## {d}", ""]
-        for name in ("feasibility_auroc", "accuracy", "stability", "inference", "collapse", "ablation_vs_random", "ablation"):
+        for name in ("feasibility_auroc", "accuracy", "stability", "inference", "collapse", "readings",
+                     "ablation_vs_random", "ablation"):
             md = root / d / f"{name}.md"
             if md.exists():
                 parts += [md.read_text().replace("## ", "### ", 1), ""]
