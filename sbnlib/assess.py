@@ -10,6 +10,7 @@ threshold is fitted and the fraction of batches that *need BN* is reported.
   measured evidence from the benchmark results (:mod:`sbnlib.advice`, which also writes the HTML
   report);
 * :func:`domain_auroc`: does the scorer rank truly mixed batches above pure ones?
+  (:func:`domain_auroc_table`: every scorer at every batch size)
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ import numpy as np
 import torch
 
 from .data import make_batch_plan
-from .scoring import get_scorer, score_batches
+from .scoring import FITTED, fit_scorer, get_scorer, score_batches
 from .threshold import classify_batches, fit_threshold
 
-__all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc"]
+__all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc", "domain_auroc_table"]
+
+FIT_ITEMS = 10_000  # how many items of your own data a fitted scorer is fitted on (one read, bounded memory)
 
 
 def assess(
@@ -47,10 +50,10 @@ def assess(
     batch_sizes = list(batch_sizes)
     if not batch_sizes:
         raise ValueError("no batch sizes given; pass at least one, e.g. 2 4 8 16 32 64")
-    rows = []
+    rows, fitted = [], fit_scorer(scorer, x)  # a fitted scorer is fitted once, on all of x
     for b in tqdm(batch_sizes, desc="assess", unit="batch size", disable=not progress):
         plan = make_batch_plan(x.shape[0], b, seed=seed)
-        scores = score_batches(x, b, scorer, order=plan)
+        scores = score_batches(x, b, fitted, order=plan)
         t = fit_threshold(scores, threshold, q=q, rate=rate)
         needs = classify_batches(scores, t)
         rows.append(_row(b, scores.numpy(), t, needs))
@@ -72,7 +75,8 @@ def domain_auroc(x: torch.Tensor, domain: torch.Tensor, batch_size: int, scorer=
                  n_batches: int = 500, seed: int = 0) -> dict:
     """Does the scorer rank truly mixed batches above pure ones? (ground-truth check)
 
-    ``domain`` (0/1 per sample) says which source each sample comes from. Build ``n_batches``
+    ``domain`` (0/1 per sample) says which source each sample comes from; a fitted scorer is fitted
+    on all of ``x``, without the domains. Build ``n_batches``
     *pure* batches (each all from one domain, the two domains alternating) and ``n_batches``
     *mixed* batches (``batch_size // 2`` samples from domain 0, the rest from domain 1), sampling
     without replacement within a batch, seeded. Returns the scores' AUROC for "mixed" vs "pure":
@@ -96,12 +100,29 @@ def domain_auroc(x: torch.Tensor, domain: torch.Tensor, batch_size: int, scorer=
     half = batch_size // 2
     mixed = torch.stack([torch.cat([draw(pools[0], half), draw(pools[1], batch_size - half)])
                          for _ in range(n_batches)])
-    s_pure = score_batches(x, batch_size, scorer, order=pure).numpy()
-    s_mixed = score_batches(x, batch_size, scorer, order=mixed).numpy()
+    fitted = fit_scorer(scorer, x)
+    s_pure = score_batches(x, batch_size, fitted, order=pure).numpy()
+    s_mixed = score_batches(x, batch_size, fitted, order=mixed).numpy()
     u = mannwhitneyu(s_mixed, s_pure, alternative="two-sided").statistic
     return {"batch_size": batch_size, "scorer": scorer if isinstance(scorer, str) else "custom",
             "auroc": float(u / (len(s_mixed) * len(s_pure))), "n_batches": n_batches,
             "score_mean_mixed": float(s_mixed.mean()), "score_mean_pure": float(s_pure.mean())}
+
+
+def domain_auroc_table(x: torch.Tensor, domain: torch.Tensor, batch_sizes: Iterable[int], scorers=None,
+                       n_batches: int = 500, seed: int = 0):
+    """:func:`domain_auroc` of every scorer (default: all of :data:`sbnlib.scoring.SCORERS`) at
+    every batch size >= 2: a DataFrame indexed by ``batch_size``, one AUROC column per scorer. Each
+    fitted scorer is fitted once, on all of ``x``; every scorer sees the same batches (same ``seed``)."""
+    import pandas as pd
+
+    from .scoring import SCORERS
+
+    names = sorted(SCORERS) if scorers is None else list(scorers)
+    fitted = {name: fit_scorer(name, x) for name in names}
+    sizes = [b for b in batch_sizes if b >= 2]
+    return pd.DataFrame({name: [domain_auroc(x, domain, b, fn, n_batches, seed)["auroc"] for b in sizes]
+                         for name, fn in fitted.items()}, index=pd.Index(sizes, name="batch_size"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,7 +149,8 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
     share one permutation: it is read in chunks of about ``chunk_elements`` input values; each batch
     size scores the full batches of a chunk and carries its last partial batch (< B items) over to
     the next chunk. Returns ``{B: float64 scores}``, the same scores as scoring the whole
-    standardised input at once.
+    standardised input at once. A fitted scorer is first fitted on the first
+    :data:`FIT_ITEMS` items of the permutation (a seeded sample, read at once).
     """
     from tqdm.auto import tqdm
 
@@ -136,6 +158,8 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
 
     n = sc.n
     perm = make_batch_plan(n, 1, seed=seed).flatten().numpy()
+    if scorer in FITTED:
+        scorer = fit_scorer(scorer, read_standardized(source, sc, perm[:FIT_ITEMS]))
     item = int(np.prod(source.item_shape))
     chunk = max(1, chunk_elements // max(1, item))
     used = {b: (n // b) * b for b in batch_sizes}

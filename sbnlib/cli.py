@@ -71,7 +71,7 @@ def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool 
 def _parser() -> argparse.ArgumentParser:
     from .scoring import SCORERS
     from .threshold import STRATEGIES
-    from .train import METHODS
+    from .train import METHODS, SCOPES
     from .models import MODELS
 
     ap = argparse.ArgumentParser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
@@ -107,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--q", type=float, default=None)
     t.add_argument("--rate", type=float, default=None)
     t.add_argument("--reform-batches", action="store_true", help="re-form and re-score batches every epoch")
+    t.add_argument("--scope", choices=list(SCOPES), default="all",
+                   help="which BN layers a selective method switches (sbnlib.train.SCOPES)")
     t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     t.add_argument("--out", default=None, help="result JSON path (default: outputs/runs/<config hash>.json)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -187,7 +189,7 @@ def _train(args) -> int:
                       epochs=args.epochs, seed=args.seed, model=args.model, optimizer=args.optimizer,
                       lr=args.lr, n_train=args.n_train, n_test=args.n_test, data_seed=args.data_seed,
                       scorer=args.scorer, threshold=args.threshold, threshold_q=args.q,
-                      threshold_rate=args.rate, reform_batches=args.reform_batches).validate()
+                      threshold_rate=args.rate, reform_batches=args.reform_batches, scope=args.scope).validate()
     out = Path(args.out) if args.out else Path("outputs/runs") / f"{config_hash(cfg)}.json"
     ensure_writable_dir(out.parent)  # fail before training, not after
     if args.threads:

@@ -22,7 +22,8 @@ from .sweep import (PROFILES, dask_client, experiment_configs, iter_results, pro
 from .threshold import STRATEGIES
 from .train import METHODS
 
-__all__ = ["ParameterError", "REPO_ROOT", "Params", "resolve_params", "load", "run", "analyse", "feasibility"]
+__all__ = ["ParameterError", "REPO_ROOT", "Params", "resolve_params", "load", "run", "analyse", "feasibility",
+           "readings"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,15 +182,16 @@ def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
                                       title=f"{P.dataset}: batch heterogeneity ({scorer}, threshold {threshold})"),
         "frac": plot_frac_needs_bn(res, out / "feasibility_fraction.png", title=f"{P.dataset}: which batches need BN"),
     }
-    if ds.domain_train is not None:  # a known mix of sources: does the scorer find the mixed batches?
-        from .assess import domain_auroc
+    if ds.domain_train is not None:  # a known mix of sources: which scorer finds the mixed batches?
+        from .assess import domain_auroc_table
 
-        auroc = pd.DataFrame([domain_auroc(x, ds.domain_train, b, scorer, n_batches=500)
-                              for b in P.sweep["batch_sizes"] if b >= 2]).set_index("batch_size")
-        report.write_table(auroc, out, "feasibility_auroc",
-                           f"{P.dataset}: does the scorer rank mixed batches above pure ones?", prov,
-                           "AUROC of the batch score for 500 batches drawn half from each source against 500 "
-                           "batches drawn from one source (0.5 = chance, 1 = perfect ranking).")
+        auroc = domain_auroc_table(x, ds.domain_train, P.sweep["batch_sizes"], n_batches=500)
+        report.write_table(auroc.round(3), out, "feasibility_auroc",
+                           f"{P.dataset}: does each scorer rank mixed batches above pure ones?", prov,
+                           "AUROC of each scorer's batch score (one column per scorer) for 500 batches drawn half "
+                           "from each source against 500 batches drawn from one source, the same batches for "
+                           "every scorer (0.5 = chance, 1 = perfect ranking). Fitted scorers are fitted on the "
+                           "training inputs, without the sources.")
         res["domain_auroc"] = auroc.reset_index().to_dict(orient="records")
     atomic_write_json(out / "feasibility.json", res)
     sizes = [r["batch_size"] for r in res["batch_sizes"]]
@@ -411,6 +413,19 @@ SANITY_NOTE = (
     "selective BN has to help at small batches is bounded by how much BN loses there.")
 
 
+def _train_grid(P: Params, build, what: str, progress: bool):
+    """``build()`` the configurations of a grid (a ValueError there becomes a ParameterError) and
+    train those without a result file in ``<out>/runs/``; returns (the results' rows, start time)."""
+    try:
+        configs = build()
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
+    t0 = time.perf_counter()
+    results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
+                          desc=f"{P.dataset} {what} ({len(configs)} runs)", scheduler=P.scheduler)
+    return pd.DataFrame(list(iter_results(results))), t0
+
+
 # ----------------------------------------------------------------------------------------------
 # Ablation: scorer x threshold grid, rate sweep, random control at the same rates
 # ----------------------------------------------------------------------------------------------
@@ -436,15 +451,8 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     from .stats import chosen_learning_rates
 
     lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
-    try:
-        configs = ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
-                                   a["strategies"], a["rates"], lr_for)
-    except ValueError as e:
-        raise ParameterError(str(e)) from None
-    t0 = time.perf_counter()
-    results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} ablation ({len(configs)} runs)", scheduler=P.scheduler)
-    df = pd.DataFrame(list(iter_results(results)))
+    df, t0 = _train_grid(P, lambda: ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
+                                                     a["strategies"], a["rates"], lr_for), "ablation", progress)
     df["selection"] = [f"random, rate {r:g}" if m == "random" else
                        (f"rate {r:g}" if t == "rate" else f"{s} / {t}")
                        for m, s, t, r in zip(df.method, df.scorer, df.threshold, df.threshold_rate)]
@@ -470,3 +478,42 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
                        "Holm-adjusted Wilcoxon p across rates; " + stats.VERDICT_RULE)
     fig = plot_ablation(df, P.out / "ablation.png", title=f"{P.dataset}: accuracy vs fraction of batches normalised")
     return {"table": table, "vs_random": comps, "figure": fig, "frame": df}
+
+
+# ----------------------------------------------------------------------------------------------
+# Readings: where the selection acts, its direction, the skip, the scorer (issue 13)
+# ----------------------------------------------------------------------------------------------
+
+def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=None, progress: bool = True) -> dict:
+    """Train ``bn`` and every reading of :data:`sbnlib.readings.READINGS` (``names``; None: all) with
+    its random control at the same rate; write ``readings.csv`` / ``.md`` and ``readings.png``.
+
+    ``batch_sizes`` / ``seeds``: None takes the sweep's. ``lr_for``: ``{(method, batch_size): lr}``;
+    None runs (or reads the cached) learning-rate selection of the experiment (:func:`tune`). Runs
+    are stored with the experiment's in ``<out>/runs/``, so the runs they share are trained once.
+    """
+    from . import readings as rd
+    from . import stats
+    from .plots import plot_readings
+    from .stats import chosen_learning_rates
+
+    names = rd.READINGS if names is None else _split(names)
+    bs = None if batch_sizes is None else _check_int_list("batch_sizes", batch_sizes)
+    if lr_for is None:
+        lr_for = chosen_learning_rates(tune(P, progress=progress))
+    df, t0 = _train_grid(P, lambda: rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, list(names)),
+                         "readings", progress)
+    out = rd.readings_table(df, list(names), base=rd.base_fields(P.sweep))
+    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "readings": list(names)},
+                                  time.perf_counter() - t0)
+    notes = (f"One row per reading and batch size; cells of reading, control and bn: final test accuracy (%) mean ± "
+             f"std over {df.seed.nunique()} paired seeds. Each reading is compared with bn, with its random control "
+             "(the same number of batches normalised, chosen at random) and, except the default reading itself, with "
+             "the default reading (sbn): paired difference in percentage points with a 95% bootstrap CI, Wilcoxon p "
+             "Holm-adjusted across batch sizes, verdict. " + stats.VERDICT_RULE + " Readings: "
+             + "; ".join(f"{n} ({rd.READINGS[n].method} vs {rd.READINGS[n].control}): {rd.READINGS[n].text}"
+                         for n in names) + ".")
+    files = report.write_table(out["table"], P.out, "readings", f"{P.dataset}: readings of selective BN", prov, notes)
+    fig = plot_readings(out["comparisons"], P.out / "readings.png",
+                        title=f"{P.dataset}: readings of selective BN, paired differences (mean, 95% bootstrap CI)")
+    return {**out, "frame": df, "files": files, "figure": fig, "provenance": prov}

@@ -4,6 +4,11 @@ Models take ``norm="none" | "bn" | "sbn" | "sbn_frozen" | "gn"`` and nothing els
 normalisation layer is made by :func:`create_norm`, which looks the name up in
 :data:`NORM_LAYERS`. New normalisations are added with :func:`register_norm`, without touching the
 models (the pattern of timm's ``layers/create_norm.py``).
+
+``input_norm`` (same names; default ``"none"``) puts one more normalisation layer in front of the
+network, on the input image's channels: BN as a preprocessing step of the input batch. With
+``"none"`` nothing is added, so the model (its modules, parameters and initial weights) is exactly
+the one without the option.
 """
 from __future__ import annotations
 
@@ -67,6 +72,12 @@ def _gn(num_channels: int, dims: int, max_groups: int = 8) -> nn.Module:
     return nn.GroupNorm(groups, num_channels)
 
 
+def _input_norm(name: str, in_channels: int) -> list:
+    """The input normalisation layer as a list to splice into a model: empty for ``"none"``.
+    It holds no random weights, so the layers after it start from the same weights either way."""
+    return [] if name == "none" else [create_norm(name, in_channels, dims=2)]
+
+
 class SmallCNN(nn.Module):
     """conv3x3 -> norm -> ReLU -> maxpool, once per width, then global average pool -> linear.
 
@@ -78,9 +89,10 @@ class SmallCNN(nn.Module):
     (``bench/bench_core.py``). Inputs may come in either layout.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), norm: str = "bn"):
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), norm: str = "bn",
+                 input_norm: str = "none"):
         super().__init__()
-        layers, c = [], in_channels
+        layers, c = _input_norm(input_norm, in_channels), in_channels
         for w in widths:
             layers += [
                 nn.Conv2d(c, w, 3, padding=1, bias=(norm == "none")),
@@ -98,11 +110,13 @@ class SmallCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """Flatten -> (linear -> norm -> ReLU) per hidden width -> linear; uses 1-D normalisation."""
+    """Flatten -> (linear -> norm -> ReLU) per hidden width -> linear; uses 1-D normalisation
+    (the input normalisation, before the flatten, normalises the ``in_channels`` image channels)."""
 
-    def __init__(self, in_features: int, num_classes: int, widths: Sequence[int] = (256, 128), norm: str = "bn"):
+    def __init__(self, in_features: int, num_classes: int, widths: Sequence[int] = (256, 128), norm: str = "bn",
+                 input_norm: str = "none", in_channels: int = 1):
         super().__init__()
-        layers, d = [nn.Flatten()], in_features
+        layers, d = _input_norm(input_norm, in_channels) + [nn.Flatten()], in_features
         for w in widths:
             layers += [nn.Linear(d, w, bias=(norm == "none")), create_norm(norm, w, dims=1), nn.ReLU(inplace=True)]
             d = w
@@ -120,15 +134,18 @@ MODELS = {
 }
 
 
-def build_model(name: str, in_shape: Sequence[int], num_classes: int, norm: str = "bn") -> nn.Module:
-    """Model ``name`` from :data:`MODELS` for inputs of shape ``in_shape`` = (C, H, W)."""
+def build_model(name: str, in_shape: Sequence[int], num_classes: int, norm: str = "bn",
+                input_norm: str = "none") -> nn.Module:
+    """Model ``name`` from :data:`MODELS` for inputs of shape ``in_shape`` = (C, H, W), with
+    ``norm`` after every hidden layer and ``input_norm`` on the input channels."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    if norm not in NORM_LAYERS:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORM_LAYERS)}")
+    for n in (norm, input_norm):
+        if n not in NORM_LAYERS:
+            raise ValueError(f"unknown norm {n!r}; choose one of {sorted(NORM_LAYERS)}")
     if name == "mlp":
         d = 1
         for s in in_shape:
             d *= int(s)
-        return MODELS[name](d, num_classes, norm=norm)
-    return MODELS[name](int(in_shape[0]), num_classes, norm=norm)
+        return MODELS[name](d, num_classes, norm=norm, input_norm=input_norm, in_channels=int(in_shape[0]))
+    return MODELS[name](int(in_shape[0]), num_classes, norm=norm, input_norm=input_norm)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .io import atomic_write_bytes
 
-__all__ = ["plot_score_histograms", "plot_frac_needs_bn", "plot_benchmark_evidence"]
+__all__ = ["plot_score_histograms", "plot_frac_needs_bn", "plot_benchmark_evidence", "plot_readings"]
 
 
 def _save(fig, path):
@@ -315,5 +315,40 @@ def plot_bn_vs_gn(frames: dict, path=None, title=None):
     axes.flat[0].set_ylabel("final test accuracy (%)")
     axes.flat[0].legend(title="method")
     fig.suptitle(title or "Sanity reference: BN vs GroupNorm across batch sizes")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_readings(comparisons: pd.DataFrame, path=None, title=None, baselines=("bn", "control")):
+    """The readings as a forest plot: one panel per baseline (``bn``, the random control at the same
+    rate), one row per reading, and per batch size the paired test-accuracy difference reading -
+    baseline (percentage points) with its 95% bootstrap CI; a filled marker where the verdict is
+    not inconclusive (Holm-adjusted Wilcoxon p < 0.05 and the CI on one side of 0).
+    ``comparisons``: :func:`sbnlib.readings.readings_table`'s ``"comparisons"``."""
+    names = list(dict.fromkeys(comparisons["reading"]))
+    sizes = sorted({int(b) for b in comparisons["batch_size"]})
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(sizes)))
+    fig, axes = plt.subplots(1, len(baselines), figsize=(5.2 * len(baselines), 0.45 * len(names) + 1.8),
+                             sharey=True, squeeze=False)
+    for ax, base in zip(axes.flat, baselines):
+        c = comparisons[comparisons["baseline"] == base]
+        for j, (b, color) in enumerate(zip(sizes, colors)):
+            cb = c[c["batch_size"] == b].set_index("reading").reindex(names)
+            y = np.arange(len(names)) + 0.6 * (j - (len(sizes) - 1) / 2) / max(1, len(sizes))  # dodge
+            d = 100 * cb["mean_diff"].to_numpy(dtype=float)
+            err = 100 * np.vstack([cb["mean_diff"] - cb["ci_low"], cb["ci_high"] - cb["mean_diff"]]).astype(float)
+            decided = (cb["verdict"].fillna("inconclusive") != "inconclusive").to_numpy()
+            ax.errorbar(d, y, xerr=np.nan_to_num(err), fmt="none", ecolor=color, capsize=2, lw=1)
+            ax.scatter(d, y, marker="o", s=22, edgecolors=color, facecolors=[color if k else "white" for k in decided],
+                       label=f"B={b}", zorder=3)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title(f"reading - {'random control, same rate' if base == 'control' else base}", fontsize=10)
+        ax.set_xlabel("test accuracy difference (pp)")
+        ax.grid(alpha=0.3, axis="x")
+    axes.flat[0].set_yticks(np.arange(len(names)))
+    axes.flat[0].set_yticklabels(names)
+    axes.flat[0].invert_yaxis()
+    axes.flat[-1].legend(fontsize=7, loc="best", title="filled: verdict", title_fontsize=7)
+    fig.suptitle(title or "Readings of selective BN: paired differences (mean, 95% bootstrap CI)")
     fig.tight_layout()
     return _save(fig, path)

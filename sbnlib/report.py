@@ -271,9 +271,10 @@ def collapse_table(results: Sequence[dict], methods=("bn", "sbn", "sbn_frozen", 
         if c["method"] not in methods or r["status"] != "ok" or not r["epochs"]:
             continue
         m = r["metrics"]  # from the full per-step series, computed by the trainer
+        nan = lambda v: np.nan if v is None else v  # noqa: E731  (None: no such steps)
         rows.append({"batch_size": c["batch_size"], "method": c["method"], "seed": c["seed"],
-                     "loss_all": m["last_epoch_loss"], "loss_on": m["last_epoch_loss_bn_on"],
-                     "loss_off": m["last_epoch_loss_bn_off"],
+                     "loss_all": nan(m["last_epoch_loss"]), "loss_on": nan(m["last_epoch_loss_bn_on"]),
+                     "loss_off": nan(m["last_epoch_loss_bn_off"]),
                      "train_acc": 100 * r["epochs"][-1]["train_acc"], "test_acc": 100 * r["final_test_acc"]})
     if not rows:
         return pd.DataFrame()
@@ -427,7 +428,8 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
         if st["status"] != "ok":
             continue
         parts += [f"## {d}", ""]
-        for name in ("feasibility_auroc", "accuracy", "stability", "inference", "collapse", "ablation_vs_random", "ablation"):
+        for name in ("feasibility_auroc", "accuracy", "stability", "inference", "collapse", "readings",
+                     "ablation_vs_random", "ablation"):
             md = root / d / f"{name}.md"
             if md.exists():
                 parts += [md.read_text().replace("## ", "### ", 1), ""]

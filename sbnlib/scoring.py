@@ -11,28 +11,39 @@ the defined behaviour for ``batch_size=1``, not an error.
 
 Scores are meant to be computed on the same normalised input that the model sees
 (``(x / 255 - mean) / std``, see :mod:`sbnlib.data`).
+
+A *fitted* scorer (registered with ``fitted=True``) learns something about the training inputs
+first, once, before training (still the paper's "pre-training processing"): its registered function
+is a factory ``fit(x_train, seed=0) -> scorer``. :func:`fit_scorer` turns any scorer name into a
+ready batch scorer (fitting where needed); :func:`score_batches` given a fitted scorer's name fits it
+on the inputs it scores. To score other inputs (test batches) with the fit on the training inputs,
+pass the fitted scorer itself: ``score_batches(x_test, b, fit_scorer(name, x_train))``.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Set
 
 import torch
 
-__all__ = ["SCORERS", "register_scorer", "get_scorer", "score_batches", "batch_view"]
+__all__ = ["SCORERS", "FITTED", "register_scorer", "get_scorer", "fit_scorer", "score_batches", "batch_view"]
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
-SCORERS: Dict[str, Scorer] = {}
+SCORERS: Dict[str, Callable] = {}  # name -> scorer, or, for the names in FITTED, a factory fit(x_train, seed) -> scorer
+FITTED: Set[str] = set()
 
 _EPS = 1e-8
 
 
-def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
-    """Decorator: register ``fn`` under ``name`` in :data:`SCORERS`."""
+def register_scorer(name: str, fitted: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn`` under ``name`` in :data:`SCORERS`; with ``fitted=True`` ``fn`` is a
+    factory ``fn(x_train, seed=0) -> scorer`` (see the module docstring)."""
 
-    def deco(fn: Scorer) -> Scorer:
+    def deco(fn: Callable) -> Callable:
         if name in SCORERS:
             raise ValueError(f"scorer {name!r} is already registered")
         SCORERS[name] = fn
+        if fitted:
+            FITTED.add(name)
         return fn
 
     return deco
@@ -47,6 +58,13 @@ def get_scorer(name_or_fn) -> Scorer:
         raise ValueError(
             f"unknown scorer {name_or_fn!r}; choose one of {sorted(SCORERS)}"
         ) from None
+
+
+def fit_scorer(name_or_fn, x: torch.Tensor, seed: int = 0) -> Scorer:
+    """A batch scorer ready to use: a plain scorer (or a callable) as it is, a fitted scorer fitted
+    on the inputs ``x`` ``(N, *feature_shape)`` with ``seed`` (deterministic)."""
+    fn = get_scorer(name_or_fn)
+    return fn(x, seed=seed) if isinstance(name_or_fn, str) and name_or_fn in FITTED else fn
 
 
 def _pop_std(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -124,6 +142,81 @@ def norm_cv(batches: torch.Tensor) -> torch.Tensor:
     return _pop_std(norms, dim=1) / (norms.mean(dim=1) + _EPS)
 
 
+def _kmeans(z: torch.Tensor, k: int, iters: int, g: torch.Generator) -> torch.Tensor:
+    """Lloyd's k-means on the rows of ``z`` from a k-means++ start drawn with ``g``; returns the
+    centres of the clusters that kept members after ``iters`` rounds (empty ones are dropped)."""
+    centres = z[torch.randint(z.shape[0], (1,), generator=g)]
+    d2 = torch.cdist(z, centres).squeeze(1).square()
+    for _ in range(k - 1):  # k-means++: the next centre is drawn with probability ~ squared distance
+        new = z[torch.multinomial(d2 / d2.sum(), 1, generator=g)]
+        centres = torch.cat([centres, new])
+        d2 = torch.minimum(d2, torch.cdist(z, new).squeeze(1).square())
+    for _ in range(iters):
+        member = torch.cdist(z, centres).argmin(1)
+        count = torch.bincount(member, minlength=k).to(z.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, member, z)
+        # a centre that lost its members stays where it was (and is dropped at the end)
+        centres = torch.where(count[:, None] > 0, sums / count.clamp_min(1)[:, None], centres)
+    return centres[torch.bincount(torch.cdist(z, centres).argmin(1), minlength=k) > 0]
+
+
+@register_scorer("spectral_split", fitted=True)
+def spectral_split(x_train: torch.Tensor, seed: int = 0, components: int = 16, modes: int = 128,
+                   max_fit: int = 10_000, iters: int = 25) -> Scorer:
+    r"""Spread of the batch across the coarsest split of the training inputs' modes (fitted).
+
+    A mixture of sources shows in the data as groups of modes that are well connected among
+    themselves and weakly to each other; spectral clustering's first cut (the Fiedler vector of a
+    neighbourhood graph, Shi & Malik 2000) finds that split without labels. Fitted once on the
+    training inputs (at most ``max_fit`` of them, drawn with ``seed``):
+
+    1. a ``components``-dimensional PCA of the flattened inputs (``torch.pca_lowrank``, seeded);
+    2. ``modes`` k-means centres :math:`\mu_1..\mu_K` in that projection (k-means++ start, seeded);
+    3. the modes' neighbourhood graph (the "competitive Hebbian rule" of topology-representing
+       networks, Martinetz & Schulten 1994): :math:`A_{jk}` counts the inputs whose two nearest
+       centres are :math:`j` and :math:`k` (symmetrised);
+    4. :math:`\phi`, the second eigenvector :math:`v_2` of the normalised Laplacian
+       :math:`I - D^{-1/2} A D^{-1/2}` (:math:`D` the degrees), as :math:`\phi_k = v_{2k} / \sqrt{D_{kk}}`,
+       standardised to mean 0 and standard deviation 1 over the fitted inputs.
+
+    A batch then scores the spread of its samples along that split, with :math:`c(x)` the index
+    of the centre nearest to :math:`x`'s projection:
+
+    .. math:: s = \sqrt{\frac{1}{B} \sum_{i=1}^{B} \left(\phi_{c(x_i)} - \frac{1}{B} \sum_{j=1}^{B} \phi_{c(x_j)}\right)^2}
+
+    A batch from one side of the split scores near 0, a batch drawn from both sides near 1. The fit
+    costs a few seconds on one core whatever the training-set size (it reads at most ``max_fit``
+    inputs); ``modes`` is lowered to an eighth of the fitted inputs on small sets.
+    """
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(x_train.shape[0], generator=g)[:max_fit]
+    xs = x_train[pick].reshape(pick.numel(), -1).to(torch.float64)  # (n, D)
+    mean = xs.mean(0)
+    with torch.random.fork_rng(devices=[]):  # pca_lowrank draws from the global generator: seed it, then restore it
+        torch.manual_seed(seed)
+        _, _, basis = torch.pca_lowrank(xs - mean, q=min(components, *xs.shape), center=False, niter=4)
+    z = (xs - mean) @ basis
+    centres = _kmeans(z, max(2, min(modes, z.shape[0] // 8)), iters, g)
+    k = centres.shape[0]
+    near = torch.cdist(z, centres).topk(2, dim=1, largest=False).indices  # nearest and second-nearest centre
+    adj = torch.zeros(k, k, dtype=torch.float64)
+    adj.index_put_((near[:, 0], near[:, 1]), torch.ones(near.shape[0], dtype=torch.float64), accumulate=True)
+    adj = adj + adj.T
+    deg = adj.sum(1)  # > 0: every kept centre is the nearest one of some input
+    lap = torch.eye(k, dtype=torch.float64) - adj / torch.sqrt(deg[:, None] * deg[None, :])
+    phi = torch.linalg.eigh(lap).eigenvectors[:, 1] / deg.sqrt()  # eigenvalues ascending: [1] is the Fiedler vector
+    on_fit = phi[near[:, 0]]
+    phi = (phi - on_fit.mean()) / on_fit.std(correction=0).clamp_min(_EPS)
+
+    def score(batches: torch.Tensor) -> torch.Tensor:
+        zb = (_flat(batches) - mean) @ basis  # (n, B, components)
+        mode = torch.cdist(zb.reshape(-1, zb.shape[-1]), centres).argmin(1)
+        return _pop_std(phi[mode].reshape(zb.shape[:2]), dim=1)
+
+    score.__name__ = "spectral_split"
+    return score
+
+
 def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Arrange ``x`` into full batches: ``(n_batches, batch_size, *x.shape[1:])``.
 
@@ -169,15 +262,16 @@ def score_batches(
     """Heterogeneity score of every batch of a batch plan, as a float64 tensor ``(n_batches,)``.
 
     ``x`` holds the (normalised) inputs, ``(N, *feature_shape)``; ``order`` is as in
-    :func:`batch_view`. The scorer is applied to all batches at once; to bound memory, batches are
-    processed in slices of about ``max_elements`` input values (a loop over slices of many
-    batches, never over single batches). Scores are computed in float64 so that they do not depend
+    :func:`batch_view`. A fitted scorer named here is fitted on ``x`` (:func:`fit_scorer`). The
+    scorer is applied to all batches at once; to bound memory, batches are processed in slices of
+    about ``max_elements`` input values (a loop over slices of many batches, never over single
+    batches). Scores are computed in float64 so that they do not depend
     on how batches are grouped into slices.
     """
-    fn = get_scorer(scorer)
     if x.dim() < 2:
         raise ValueError(f"x must have shape (N, features...), got {tuple(x.shape)}")
     idx = _batch_index(x.shape[0], batch_size, order)
+    fn = fit_scorer(scorer, x)
     per_batch = batch_size * x[0].numel()
     step = max(1, max_elements // max(per_batch, 1))
     if fn is pairwise_distance:  # (B x B) distance matrices per batch

@@ -320,8 +320,8 @@ def run_metrics(result: dict) -> dict:
         "final_train_acc": float(result["final_train_acc"]),
         "val_gain_last2": (float(val[-1] - val[-3]) if len(val) >= 3 and None not in val[-3:] and not diverged
                            else _NAN),
-        "loss_volatility": _NAN if diverged else float(metrics.get("loss_volatility", _NAN)),
-        "grad_norm_cv": _NAN if diverged else float(metrics.get("grad_norm_cv", _NAN)),
+        "loss_volatility": _NAN if diverged or metrics.get("loss_volatility") is None else float(metrics["loss_volatility"]),
+        "grad_norm_cv": _NAN if diverged or metrics.get("grad_norm_cv") is None else float(metrics["grad_norm_cv"]),
         "ics_shift": _NAN if diverged else _mean_finite_or_nan(probe.get("shift")),
         "bn_transformations": int(bn["layer_batches_normalized"]),
         "frac_normalized": float(bn["frac_normalized"]),

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence
 
-from .train import METHODS, SCHEMA_VERSION, TrainConfig, config_hash
+from .train import LATER_FIELDS, METHODS, SCHEMA_VERSION, TrainConfig, config_dict, config_hash
 
 __all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "tuning_configs",
            "ablation_configs",
@@ -208,7 +208,7 @@ def load_result(path, cfg: TrainConfig) -> Optional[dict]:
             warnings.warn(f"result file {path} has schema version {result.get('schema_version')!r}, not "
                           f"{SCHEMA_VERSION}; recomputing it", stacklevel=2)
             return None
-        ok = result["config_hash"] == config_hash(cfg) and result["config"] == dataclasses.asdict(cfg)
+        ok = result["config_hash"] == config_hash(cfg) and result["config"] == config_dict(cfg)
         ok = ok and isinstance(result["final_test_acc"], float) and "steps" in result
     except (ValueError, KeyError, TypeError, OSError) as e:
         ok, why = False, f"{type(e).__name__}: {e}"
@@ -373,8 +373,9 @@ def iter_results(results: Iterable[dict]):
     from .stats import run_metrics
 
     for r in results:
-        c = r["config"]
+        c = {**LATER_FIELDS, **r["config"]}  # a stored configuration leaves a later field at its default out
         yield {"dataset": c["dataset"], "method": c["method"], "batch_size": c["batch_size"],
                "seed": c["seed"], "lr": c["lr"], "scorer": c["scorer"], "threshold": c["threshold"],
                "threshold_q": c["threshold_q"], "threshold_rate": c["threshold_rate"],
+               "scope": c["scope"], "reform_batches": c["reform_batches"],
                "status": r["status"], "wall_time_s": r["wall_time_s"], **run_metrics(r)}

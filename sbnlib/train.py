@@ -17,8 +17,19 @@ method                  norm           which training batches are normalised
 ``sbn_frozen``          sbn_frozen     as ``sbn``; skipped batches use running statistics
 ``random``              sbn            a seeded random subset of the same size as ``sbn``'s
                                        (the control: is it heterogeneity that matters?)
+``random_frozen``       sbn_frozen     as ``random``; skipped batches use running statistics
+                                       (the control of ``sbn_frozen``)
+``sbn_inverse``         sbn            as many batches as ``sbn``, the *least* heterogeneous
+                                       ones (the control for the direction of the score)
 ``gn``                  gn             all (GroupNorm, batch independent)
 ======================  =============  =================================================
+
+The *scope* of a selective method (``TrainConfig.scope``, :data:`SCOPES`) says which layers the
+per-batch decision switches: ``all`` (every BN layer, the default), ``first`` (only the first BN
+layer; the others always normalise), ``input`` (a BN on the input channels is the only selective
+layer; the inner layers always normalise) or ``input_bare`` (that input BN and no inner
+normalisation). The layers that are not switched are selective layers left on, which is exactly
+``nn.BatchNorm`` (:mod:`sbnlib.layers`), so every layer is counted the same way.
 
 Same ``seed`` => same initial weights and the same batch order for every method (paired runs),
 and bitwise-identical metrics on CPU for the same configuration.
@@ -43,16 +54,16 @@ from . import __version__
 from .data import load_dataset, make_batch_plan, validation_split
 from .layers import bn_counts, selective_bn, selective_layers
 from .models import MODELS, NORM_LAYERS, build_model
-from .scoring import SCORERS, get_scorer, score_batches
+from .scoring import SCORERS, fit_scorer, score_batches
 from .threshold import STRATEGIES, classify_batches, fit_threshold
 
-__all__ = ["METHODS", "TrainConfig", "train", "evaluate", "config_hash"]
+__all__ = ["METHODS", "SCOPES", "TrainConfig", "train", "evaluate", "config_dict", "config_hash", "switched_layers"]
 
 
 @dataclass(frozen=True)
 class Method:
     norm: str
-    selection: str  # "all" | "score" | "random"
+    selection: str  # "all" | "score" | "random" | "inverse" (see _selection)
 
 
 METHODS = {
@@ -61,7 +72,27 @@ METHODS = {
     "sbn": Method("sbn", "score"),
     "sbn_frozen": Method("sbn_frozen", "score"),
     "random": Method("sbn", "random"),
+    "random_frozen": Method("sbn_frozen", "random"),
+    "sbn_inverse": Method("sbn", "inverse"),
     "gn": Method("gn", "all"),
+}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a selective method's norm layers go, and which of them the per-batch decision switches."""
+
+    input_layer: bool  # one on the input channels, in front of the network
+    inner_layers: bool  # one after every hidden layer (False: no inner normalisation)
+    switch_all: bool  # every selective layer is switched (False: only the first in module order,
+    #                   which is the input layer where there is one)
+
+
+SCOPES = {
+    "all": Scope(input_layer=False, inner_layers=True, switch_all=True),
+    "first": Scope(input_layer=False, inner_layers=True, switch_all=False),
+    "input": Scope(input_layer=True, inner_layers=True, switch_all=False),
+    "input_bare": Scope(input_layer=True, inner_layers=False, switch_all=False),
 }
 
 
@@ -116,6 +147,7 @@ class TrainConfig:
     threshold_q: Optional[float] = None
     threshold_rate: Optional[float] = None
     reform_batches: bool = False
+    scope: str = "all"  # which BN layers a selective method switches (SCOPES); not in the hash while "all"
     lr_scaling: str = "none"
     lr_ref_batch: int = 32
     probe_points: int = 0
@@ -134,6 +166,10 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
         if self.scorer not in SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {sorted(SCORERS)}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}; choose one of {list(SCOPES)}")
+        if self.scope != "all" and METHODS[self.method].selection == "all":
+            raise ValueError(f"scope={self.scope!r} needs a selective method, not {self.method!r}")
         if self.threshold not in STRATEGIES:
             raise ValueError(f"unknown threshold {self.threshold!r}; choose one of {list(STRATEGIES)}")
         if self.lr_scaling not in LR_SCALINGS:
@@ -176,14 +212,30 @@ class TrainConfig:
         return METHODS[self.method].norm
 
     @property
+    def norms(self) -> tuple:
+        """``(norm, input_norm)`` of the run's model: the method's norm placed by the scope."""
+        scope = SCOPES[self.scope]
+        return (self.norm if scope.inner_layers else "none", self.norm if scope.input_layer else "none")
+
+    @property
     def effective_lr(self) -> float:
         """``lr`` scaled by the batch size: ``lr * (batch_size / lr_ref_batch) ** power``."""
         return self.lr * (self.batch_size / self.lr_ref_batch) ** LR_SCALINGS[self.lr_scaling]
 
 
+# fields added after results were stored: left out of the stored configuration and of its hash while
+# they hold their default, so that every earlier configuration keeps its key and its result file
+LATER_FIELDS = {"scope": "all"}
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The configuration as stored in a result record (:data:`LATER_FIELDS` at their default left out)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if LATER_FIELDS.get(k, object()) != v}
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """Stable 16-hex-digit key of a configuration (for result files)."""
-    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    blob = json.dumps(config_dict(cfg), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -226,17 +278,33 @@ def make_optimizer(cfg: "TrainConfig", params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay)
 
 
-def _selection(cfg: TrainConfig, x: torch.Tensor, plan: torch.Tensor, epoch: int):
-    """Decide, for every batch of the plan, whether BN runs; returns (mask, info)."""
+def switched_layers(model, scope: str = "all") -> list:
+    """The selective layers of ``model`` that the per-batch decision switches under ``scope``
+    (:data:`SCOPES`): all of them, or only the first in module order; the others stay on."""
+    layers = list(selective_layers(model))
+    return layers if SCOPES[scope].switch_all else layers[:1]
+
+
+def _selection(cfg: TrainConfig, x: torch.Tensor, plan: torch.Tensor, epoch: int, scorer=None):
+    """Decide, for every batch of the plan, whether BN runs; returns (mask, info).
+
+    ``scorer``: the run's batch scorer (:func:`sbnlib.scoring.fit_scorer`), by default ``cfg.scorer``
+    (a fitted scorer is then fitted on ``x``). Rules: ``score`` normalises the batches above the
+    threshold; ``random`` as many at random positions; ``inverse`` as many, the lowest-scoring ones.
+    """
     rule = METHODS[cfg.method].selection
     if rule == "all":
         return np.ones(plan.shape[0], dtype=bool), {}
-    scores = score_batches(x, cfg.batch_size, cfg.scorer, order=plan)
+    scores = score_batches(x, cfg.batch_size, cfg.scorer if scorer is None else scorer, order=plan)
     t = fit_threshold(scores, cfg.threshold, q=cfg.threshold_q, rate=cfg.threshold_rate)
     mask = classify_batches(scores, t)
     if rule == "random":  # same number of normalised batches, at random positions
         g = np.random.default_rng([cfg.seed, epoch, 0x5EED])
         mask = mask[g.permutation(mask.size)]
+    elif rule == "inverse":  # same number of normalised batches, the least heterogeneous ones (ties: plan order)
+        lowest = np.argsort(scores.numpy(), kind="stable")[: int(mask.sum())]
+        mask = np.zeros_like(mask)
+        mask[lowest] = True
     return mask, {"threshold": t, "score_mean": float(scores.mean()), "score_std": float(scores.std())}
 
 
@@ -345,30 +413,32 @@ def _running_stat_drift(model, x_probe) -> float:
     return float(torch.stack(parts).mean())
 
 
-def _inference_policies(model, cfg: "TrainConfig", x_test, y_test, threshold) -> dict:
+def _inference_policies(model, cfg: "TrainConfig", x_test, y_test, threshold, scorer) -> dict:
     """Test accuracy of a selective-BN network under three inference policies.
 
     ``running``: standard eval, every test batch normalised with the running statistics;
     ``bypass``: BN skipped on every test batch (as the skipped training batches saw it);
     ``selected``: test batches of the training batch size (stored order, the last one partial)
-    are scored and thresholded like the training batches; only those above the training threshold
-    are normalised (only for ``selection="score"`` methods).
+    are scored (``scorer``: the run's, fitted on the training inputs) and thresholded like the
+    training batches; only those above the training threshold are normalised (only for
+    ``selection="score"`` methods). Skipping acts on the layers the scope switches.
     """
+    layers = switched_layers(model, cfg.scope)
     out = {"running": evaluate(model, x_test, y_test, cfg.eval_batch_size)[0]}
-    with selective_bn(model, enabled=False):
+    with selective_bn(layers, enabled=False):
         out["bypass"] = evaluate(model, x_test, y_test, cfg.eval_batch_size)[0]
     out["selected"], out["selected_frac_normalized"] = None, None
     if METHODS[cfg.method].selection == "score" and threshold is not None:
         b, n = cfg.batch_size, x_test.shape[0]
-        scores = score_batches(x_test, b, cfg.scorer).tolist() if n >= b else []
+        scores = score_batches(x_test, b, scorer).tolist() if n >= b else []
         if n % b:
-            scores.append(float(get_scorer(cfg.scorer)(x_test[n - n % b:][None].double())[0]))
+            scores.append(float(scorer(x_test[n - n % b:][None].double())[0]))
         needs = np.asarray(scores) > threshold
         correct = 0
         model.eval()
         with torch.no_grad():
             for i, start in enumerate(range(0, n, b)):
-                with selective_bn(model, enabled=bool(needs[i])):
+                with selective_bn(layers, enabled=bool(needs[i])):
                     correct += (model(x_test[start:start + b]).argmax(1) == y_test[start:start + b]).sum().item()
         out["selected"], out["selected_frac_normalized"] = correct / n, float(needs.mean())
     return out
@@ -405,18 +475,22 @@ class StepLog:
                 "bn_on": means(self.bn_on), "lr": [float(f"{self.lr[i]:.6g}") for i in edges[:-1]]}
 
     def metrics(self, steps_per_epoch: int, diverged: bool) -> dict:
-        """Stability metrics from the full series (NaN for a diverged run, whose series ends in
-        NaN/inf), and the last epoch's training loss over all steps, BN-on and BN-off steps."""
+        """Stability metrics from the full series (None for a diverged run, whose series ends in
+        NaN/inf), and the last epoch's training loss over all steps, BN-on and BN-off steps (None
+        where there were no such steps)."""
         from .stats import grad_norm_cv, loss_volatility
 
         loss, on = np.asarray(self.loss, dtype=np.float64), np.asarray(self.bn_on, dtype=bool)
         last, last_on = loss[-steps_per_epoch:], on[-steps_per_epoch:]
-        nan = float("nan")
-        return {"loss_volatility": nan if diverged else loss_volatility(loss),
-                "grad_norm_cv": nan if diverged else grad_norm_cv(self.grad_norm),
-                "last_epoch_loss": float(last.mean()) if last.size else nan,
-                "last_epoch_loss_bn_on": float(last[last_on].mean()) if last_on.any() else nan,
-                "last_epoch_loss_bn_off": float(last[~last_on].mean()) if (~last_on).any() else nan}
+
+        def value(v):  # undefined -> None (JSON null), so that a record equals its stored copy
+            return None if v is None or not math.isfinite(v) else float(v)
+
+        return {"loss_volatility": None if diverged else value(loss_volatility(loss)),
+                "grad_norm_cv": None if diverged else value(grad_norm_cv(self.grad_norm)),
+                "last_epoch_loss": value(last.mean()) if last.size else None,
+                "last_epoch_loss_bn_on": value(last[last_on].mean()) if last_on.any() else None,
+                "last_epoch_loss_bn_off": value(last[~last_on].mean()) if (~last_on).any() else None}
 
 
 def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> dict:
@@ -438,7 +512,8 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
         )
 
     torch.manual_seed(cfg.seed)  # same seed => same initial weights for every method
-    model = build_model(cfg.model, data.ds.in_shape, data.ds.num_classes, norm=cfg.norm)
+    norm, input_norm = cfg.norms
+    model = build_model(cfg.model, data.ds.in_shape, data.ds.num_classes, norm=norm, input_norm=input_norm)
     opt = make_optimizer(cfg, model.parameters())
     params = [p for p in model.parameters() if p.requires_grad]
     n_bn_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
@@ -448,14 +523,16 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
     total_steps = plan.shape[0] * cfg.epochs
     probe = _ShiftProbe(model, x_train[:256], total_steps, cfg.probe_points)
     probe.maybe(0)
-    sel_layers = list(selective_layers(model))  # switched on/off per step
+    sel_layers = switched_layers(model, cfg.scope)  # switched on/off per step
+    # the batch scorer, fitted once on the training inputs where it needs fitting (pre-training work)
+    scorer = fit_scorer(cfg.scorer, x_train) if METHODS[cfg.method].selection != "all" else None
     bar = _progress(cfg, total_steps, progress)
     loop_time = 0.0  # seconds in the step loops (with the probe's checkpoints; no selection or evaluation)
     for epoch in range(cfg.epochs):
         if cfg.reform_batches and epoch > 0:
             plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed, epoch=epoch)
         if epoch == 0 or cfg.reform_batches:
-            needs_bn, sel_info = _selection(cfg, x_train, plan, epoch)
+            needs_bn, sel_info = _selection(cfg, x_train, plan, epoch, scorer)
         model.train()
         loss_sum, correct = 0.0, 0
         t_loop = time.perf_counter()
@@ -489,7 +566,7 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
             break
     bar.close()
     return finish_record(cfg, model, data, epochs, log, plan.shape[0], status, diverged_at, probe.record(),
-                         sel_info.get("threshold"), n_bn_layers, t0, loop_time)
+                         sel_info.get("threshold"), n_bn_layers, t0, loop_time, scorer=scorer)
 
 
 def _epoch_record(model, cfg, data: TrainingData, epoch: int, loss_sum: float, correct: int, n_steps: int,
@@ -504,14 +581,16 @@ def _epoch_record(model, cfg, data: TrainingData, epoch: int, loss_sum: float, c
 
 
 def finish_record(cfg, model, data: TrainingData, epochs, log: StepLog, steps_per_epoch: int, status, diverged_at,
-                  probe: dict, threshold, n_bn_layers: int, t0: float, loop_time: float) -> dict:
+                  probe: dict, threshold, n_bn_layers: int, t0: float, loop_time: float, scorer=None) -> dict:
     """The result record of a trained model: final test accuracy (the only time the test set is
-    read), inference policies, BN counts, compact step series and their metrics, provenance."""
+    read), inference policies, BN counts, compact step series and their metrics, provenance.
+    ``scorer``: the run's batch scorer as fitted for training (None: fitted again here)."""
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
     x_probe = data.x_train[:1000]
     inference = {"running_stats_drift": _running_stat_drift(model, x_probe) if n_bn_layers else None}
     if any(True for _ in selective_layers(model)):
-        inference.update(_inference_policies(model, cfg, data.x_test, data.y_test, threshold))
+        scorer = fit_scorer(cfg.scorer, data.x_train) if scorer is None else scorer
+        inference.update(_inference_policies(model, cfg, data.x_test, data.y_test, threshold, scorer))
     n_on, n_steps = int(np.sum(log.bn_on)), len(log)
     counts = bn_counts(model)
     if counts["layers"] == 0:  # plain nn.BatchNorm (or none/gn): every layer ran on every batch
@@ -519,7 +598,7 @@ def finish_record(cfg, model, data: TrainingData, epochs, log: StepLog, steps_pe
                   "layer_batches_skipped": 0}
     return {
         "schema_version": SCHEMA_VERSION,
-        "config": dataclasses.asdict(cfg),
+        "config": config_dict(cfg),
         "config_hash": config_hash(cfg),
         "status": status,
         "diverged_at_step": diverged_at,

@@ -77,8 +77,11 @@ that selective BN normalises with most certainty, the bottom rows those that ski
 ## Ground truth, where it exists
 
 For a dataset built as a mix of sources (`mnist_fmnist_mix`: MNIST digits and Fashion-MNIST items),
-we know which batches are truly mixed. The AUROC says how well the scorer ranks batches drawn half
-from each source above batches drawn from one source (0.5 = chance, 1 = perfect)."""),
+we know which batches are truly mixed. The AUROC says how well a scorer ranks batches drawn half
+from each source above batches drawn from one source (0.5 = chance, 1 = perfect). One column per
+scorer, all on the same batches: the pixel-spread scorers are fooled because pure Fashion-MNIST
+batches spread more than mixed ones; `spectral_split`, fitted on the training inputs without the
+sources, scores a batch by its spread across the coarsest split of the data's modes."""),
     new_code_cell("""\
 if "domain_auroc" in result:
     display(pd.DataFrame(result["domain_auroc"]).set_index("batch_size"))
@@ -379,6 +382,92 @@ display(out["vs_random"])"""),
 ]
 
 
+READINGS = [
+    new_markdown_cell("""\
+# Readings: where the selection acts, in which direction, and with which score
+
+The abstract is all we have of the paper, and it allows more than one reading of selective BN. The
+experiment notebook tests one: every BN layer passes the low-score batches through unchanged. Before
+a claim is called contradicted, each other reading is trained here on the same paired seeds, with
+its own **random control**: the same selection rule applied to as many batches chosen at random, so
+that a difference to the control is the effect of choosing batches by heterogeneity, not of
+normalising fewer of them. The readings (`sbnlib.readings.READINGS`):
+
+| reading | what changes | why the abstract allows it |
+|---|---|---|
+| `identity` | nothing: every BN layer skips the low-score batches as identity | the project's default |
+| `frozen` | skipped batches are normalised with the running statistics, affine kept | "bypassed" may keep the layer |
+| `first` | only the first BN layer is selective; the others always normalise | BN as "a preprocessing step" |
+| `input` | a BN on the input channels is the only selective layer; inner BN always on | "a pre-training processing" of the input batch |
+| `input_bare` | that selective input BN is the network's only normalisation | the same, with no inner BN |
+| `inverse` | the *least* heterogeneous batches are normalised, as many as `identity` | BN "redundant or even performance-degrading" for homogeneous data: the direction |
+| `reformed` | batches are re-formed and re-scored every epoch | the classification need not be once |
+| `best_scorer` | `identity` with the scorer that best detects mixtures of sources | "feature heterogeneity" is not defined |
+
+Each method takes the learning rate selected for it on validation data in the experiment (the
+inverse selection takes `sbn`'s, `random_frozen` takes `random`'s); runs are shared with the
+experiment where the configuration is the same."""),
+    new_code_cell("""\
+dataset = "mnist_fmnist_mix"
+profile = "cpu"          # smoke | quick | cpu | paper: the experiment's sweep (recipe, subset sizes)
+batch_sizes = None       # None: the profile's
+seeds = None             # a count or a list; None: the profile's
+readings = None          # None: every reading of sbnlib.readings.READINGS; or e.g. "identity inverse input"
+n_train = None
+n_test = None
+data_root = None         # None: $SBN_DATA_ROOT, else ./data
+output_dir = None         # None: outputs/ for the cpu profile, outputs/<profile> for the others; relative to the repo root
+jobs = 1
+scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""",
+                  metadata={"tags": ["parameters"]}),
+    new_code_cell(SETUP + """
+from sbnlib import readings as rd
+P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, seeds=seeds, n_train=n_train, n_test=n_test,
+                      data_root=data_root, output_dir=output_dir, jobs=jobs, scheduler=scheduler)
+ds = ex.load(P)
+print(ds, "\\nprovenance:", ds.provenance["status"])
+display(pd.DataFrame([{"reading": n, "method": r.method, "control": r.control, "overrides": r.overrides, "what": r.text}
+                      for n, r in rd.READINGS.items()]).set_index("reading"))"""),
+    new_markdown_cell("## Training bn, every reading and every control"),
+    new_code_cell("""\
+out = ex.readings(P, ds, names=readings)
+print(f"{len(out['frame'])} runs; diverged: {int(out['frame'].diverged.sum())}")"""),
+    new_markdown_cell("""\
+## The readings table
+
+One row per reading and batch size. `reading acc`, `control acc` and `bn acc`: final test accuracy
+(%) as mean ± std over the paired seeds. Then three paired comparisons, each with the difference in
+percentage points, its 95% bootstrap CI, the Wilcoxon p-value Holm-adjusted across batch sizes, the
+minimum effect the seeds could detect (MDE 80%) and the verdict:
+
+* **reading - bn**: claim C1 under this reading (does it beat traditional BN?);
+* **reading - control**: does choosing the batches by heterogeneity beat choosing as many at random?
+  This is the test of the paper's idea under the reading; a reading that beats `bn` but not its
+  control owes its gain to normalising fewer batches, not to the score;
+* **reading - sbn**: the reading against the default reading, on the same seeds. For `inverse` this
+  is the test of the direction: if the heterogeneous batches are the ones that need BN, normalising
+  the homogeneous ones instead must do worse (a negative difference).
+
+The last column is the fraction of training batches the reading normalised (its control normalises
+exactly as many)."""),
+    new_code_cell("""\
+print(report.C1_RULE)
+display(out["table"])"""),
+    new_markdown_cell("""\
+## The readings at a glance
+
+Left: each reading minus `bn`; right: each reading minus its random control. One marker per batch
+size (mean paired difference, 95% bootstrap CI); a filled marker has a verdict (significant after
+Holm and the interval on one side of 0), a hollow one is inconclusive. A reading supports the paper
+where its markers sit right of 0 in both panels, mostly at small batch sizes; a claim is
+contradicted only where every reading sits left of 0 against `bn`."""),
+    new_code_cell("""display(Image(str(P.out / "readings.png")))"""),
+    new_markdown_cell("## Provenance"),
+    new_code_cell("""for k, v in out["provenance"].items():
+    print(f"{k}: {v}")"""),
+]
+
+
 def _notebook(cells):
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -389,7 +478,7 @@ def _notebook(cells):
 
 
 NOTEBOOKS = {"feasibility.ipynb": FEASIBILITY, "experiment.ipynb": EXPERIMENT, "ablation.ipynb": ABLATION,
-             "summary.ipynb": SUMMARY}
+             "readings.ipynb": READINGS, "summary.ipynb": SUMMARY}
 
 
 def main(check: bool = False) -> int:

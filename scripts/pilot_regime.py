@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 
+from sbnlib.report import markdown_table  # noqa: E402
 from sbnlib.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def main(argv=None):
     wide = df.pivot_table(index=["dataset", "batch_size"], columns="epoch", values="val_acc").round(2)
     last = wide.columns[-1]
     wide["gain, last 2 epochs (pp)"] = (wide[last] - wide[last - 2]).round(2)
-    (out / "curves.md").write_text("# Pilot: BN validation accuracy (%) per epoch\n\n" + wide.to_markdown() + "\n")
+    (out / "curves.md").write_text("# Pilot: BN validation accuracy (%) per epoch\n\n" + markdown_table(wide) + "\n")
     print(wide.to_string())
 
 

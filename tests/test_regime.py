@@ -187,7 +187,8 @@ def test_compact_series_are_chunk_means_and_metrics_use_the_full_series():
     assert m["loss_volatility"] == pytest.approx(0.0) and m["grad_norm_cv"] == pytest.approx(0.0)
     assert m["last_epoch_loss"] == pytest.approx(loss[500:].mean())
     assert m["last_epoch_loss_bn_on"] == pytest.approx(loss[500:][::4].mean())
-    assert math.isnan(log.metrics(500, diverged=True)["loss_volatility"])
+    assert log.metrics(500, diverged=True)["loss_volatility"] is None
+    assert StepLog().metrics(10, diverged=False)["last_epoch_loss_bn_off"] is None
 
 
 def test_records_carry_the_schema_version_and_older_ones_are_recomputed(toy, tmp_path):

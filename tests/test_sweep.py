@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from sbnlib.sweep import (ABLATION, PROFILES, experiment_configs, iter_results, load_result, profile_params,
+from sbnlib.sweep import (ABLATION, PROFILES, SCHEMA_VERSION, experiment_configs, iter_results, load_result, profile_params,
                           result_path, run_configs)
 
 
@@ -98,7 +98,8 @@ def test_resume_skips_finished_runs_and_recomputes_corrupt_ones(shared_data, tmp
 def test_result_file_of_another_config_is_not_used(tmp_path):
     cfgs = _tiny()
     path = result_path(tmp_path, cfgs[0])
-    path.write_text(json.dumps({"config_hash": "0" * 16, "config": {}, "final_test_acc": 0.5, "steps": {}}))
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "config_hash": "0" * 16, "config": {},
+                                "final_test_acc": 0.5, "steps": {}}))
     with pytest.warns(UserWarning, match="does not match"):
         assert load_result(path, cfgs[0]) is None
     with warnings.catch_warnings():
