@@ -323,7 +323,9 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
 
     from .data import make_batch_plan
     from .models import build_model
-    from .train import _epoch_record, _progress, _selection, finish_record, lr_at, make_optimizer, training_data
+    from .scoring import fit_scorer
+    from .train import (METHODS, _epoch_record, _progress, _selection, finish_record, lr_at, make_optimizer,
+                        switched_layers, training_data)
 
     cfgs = [c.validate() for c in cfgs]
     _check_group(cfgs)
@@ -340,12 +342,16 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     singles = []
     for c in cfgs:
         torch.manual_seed(c.seed)  # each seed's initial weights exactly as its single run's
-        singles.append(build_model(c.model, data.ds.in_shape, data.ds.num_classes, norm=c.norm))
+        norm, input_norm = c.norms
+        singles.append(build_model(c.model, data.ds.in_shape, data.ds.num_classes, norm=norm, input_norm=input_norm))
     packed = pack(singles)
     forward = torch.compile(packed) if compile else packed
     opt = make_optimizer(first, packed.parameters())  # elementwise: S optimizers in one
     params = [p for p in packed.parameters() if p.requires_grad]
-    sel_layers = [m for m in packed.modules() if isinstance(m, PackedBatchNorm) and m.skip_mode is not None]
+    # the packed counterparts of the layers a single run switches per step (the scope's)
+    names = {id(m): name for name, m in singles[0].named_modules()}
+    sel_layers = [packed.net.get_submodule(names[id(m)]) for m in switched_layers(singles[0], first.scope)]
+    scorer = fit_scorer(first.scorer, x_train) if METHODS[first.method].selection != "all" else None
     identity_layers = [m for m in sel_layers if m.skip_mode == "identity" and m.affine]
     n_bn_layers = sum(1 for m in singles[0].modules() if isinstance(m, _BatchNorm))
 
@@ -363,7 +369,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             if first.reform_batches and epoch > 0:
                 r.plan = make_batch_plan(x_train.shape[0], r.cfg.batch_size, seed=r.cfg.seed, epoch=epoch)
             if epoch == 0 or first.reform_batches:
-                r.needs_bn, r.sel_info = _selection(r.cfg, x_train, r.plan, epoch)
+                r.needs_bn, r.sel_info = _selection(r.cfg, x_train, r.plan, epoch, scorer)
             r.loss_sum = 0.0
         plans = torch.stack([r.plan for r in runs], 1)  # (batches, S, B)
         needs = torch.from_numpy(np.stack([r.needs_bn for r in runs], 1))  # (batches, S)
@@ -424,7 +430,8 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             break
     bar.close()
     records = [finish_record(r.cfg, r.model, data, r.epochs, r.log, n_batches, r.status, r.diverged_at,
-                             r.probe.record(), r.sel_info.get("threshold"), n_bn_layers, t0, loop_time / wanted)
+                             r.probe.record(), r.sel_info.get("threshold"), n_bn_layers, t0, loop_time / wanted,
+                             scorer=scorer)
                for r in runs[:wanted]]
     for rec in records:  # the group's time, shared by its runs
         rec["wall_time_s"] = (time.perf_counter() - t0) / wanted

@@ -225,7 +225,7 @@ class TrainConfig:
 
 # fields added after results were stored: left out of the stored configuration and of its hash while
 # they hold their default, so that every earlier configuration keeps its key and its result file
-LATER_FIELDS = {"scope": "all"}
+LATER_FIELDS = {"scope": "all", "engine": "single"}
 
 
 def config_dict(cfg: TrainConfig) -> dict:

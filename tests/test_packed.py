@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from sbnlib.layers import selective_bn
 from sbnlib.models import build_model
 from sbnlib.packed import PackedBatchNorm, pack, pack_inputs, train_packed, unpack
-from sbnlib.train import TrainConfig, config_hash, train
+from sbnlib.train import TrainConfig, config_dict, config_hash, train
 
 from .conftest import make_toy_dataset
 
@@ -163,12 +163,13 @@ REGIME = dict(schedule="warmup_cosine", nesterov=True, val_frac=0.2)  # issue 11
 
 
 METHODS = ["bn", "sbn", "sbn_frozen", "random", "gn", "none"]
-CASES = [(m, b, {}) for b in (2, 8) for m in METHODS] + [(m, 4, REGIME) for m in ("bn", "sbn")]
+CASES = ([(m, b, {}) for b in (2, 8) for m in METHODS] + [(m, 4, REGIME) for m in ("bn", "sbn")]
+         + [("sbn", 4, dict(scope="input"))])  # an input BN layer, the only one switched
 
 
-@pytest.mark.parametrize("method,batch,regime", CASES, ids=lambda v: "regime" if v == REGIME else str(v or ""))
+@pytest.mark.parametrize("method,batch,regime", CASES, ids=lambda v: "regime" if v == REGIME else "-".join(map(str, v.values())) if isinstance(v, dict) else str(v))
 def test_fifty_steps_match_the_single_seed_trainer(method, batch, regime, monkeypatch):
-    n_train = 50 * batch + (round(50 * batch / 0.8) - 50 * batch if regime else 0)  # 50 steps after the split
+    n_train = round(50 * batch / (1 - regime.get("val_frac", 0)))  # 50 steps after the validation split
     data = _toy(n_train)
     packed = train_packed(_cfgs(method, batch, **regime), dataset=data)
     for p, cfg in zip(packed, _cfgs(method, batch, engine="single", **regime)):
@@ -198,7 +199,8 @@ def test_packed_runs_are_bitwise_reproducible_and_carry_their_engine():
     for r, cfg in zip(a, single):
         assert r["config"]["engine"] == "packed"
         assert r["config_hash"] != config_hash(cfg)
-        assert r["config"] == {**dataclasses.asdict(cfg), "engine": "packed"}
+        assert r["config"] == {**config_dict(cfg), "engine": "packed"}
+        assert "engine" not in config_dict(cfg)  # single runs keep the keys (and files) they had before the field
         json.dumps(r)
 
 
@@ -280,7 +282,7 @@ def test_sweep_trains_packed_groups_and_caches_every_run(tmp_path, monkeypatch):
     configs = _cfgs("bn", 4) + _cfgs("sbn", 4) + _cfgs("sbn", 4, seeds=[5], engine="single")
     first = run_configs(configs, tmp_path, progress=False)
     assert sorted(groups) == [[("bn", s) for s in SEEDS], [("sbn", s) for s in SEEDS]]
-    assert [r["config"]["engine"] for r in first] == ["packed"] * 6 + ["single"]
+    assert [r["config"].get("engine", "single") for r in first] == ["packed"] * 6 + ["single"]
     victim = result_path(tmp_path, configs[4])  # sbn, seed 0
     victim.unlink()
     groups.clear()
