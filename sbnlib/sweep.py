@@ -39,7 +39,9 @@ _RUN_LOCK = threading.Lock()
 
 # Shared by every profile unless overridden: SGD with momentum; the learning rate is scaled with
 # sqrt(batch size / 32). engine="packed" trains the seeds of a configuration together (issue 12,
-# sbnlib.packed): faster at small batches, numbers equal up to float rounding but kept apart.
+# sbnlib.packed): faster at small batches, numbers equal up to float rounding but kept apart;
+# engine="auto" packs where that pays (pack_size(B) > 1, i.e. B <= 16: BENCH.md section 5) and
+# trains single runs elsewhere.
 _COMMON = dict(model="cnn_s", optimizer="sgd", lr=0.05, lr_scaling="sqrt", lr_ref_batch=32,
                momentum=0.9, weight_decay=5e-4, scorer="feature_std", threshold="mean",
                probe_points=20, data_seed=0, engine="single")
@@ -49,7 +51,7 @@ _COMMON = dict(model="cnn_s", optimizer="sgd", lr=0.05, lr_scaling="sqrt", lr_re
 # learning rate is chosen from LR_GRID (at B=32, scaled by sqrt(B/32)) by the mean final validation
 # accuracy over TUNE_SEEDS, which are not evaluation seeds. The test set is read once per run, at
 # its end, and never used to choose anything.
-RECIPE = dict(_COMMON, nesterov=True, schedule="warmup_cosine", warmup_frac=0.15, val_frac=0.1,
+RECIPE = dict(_COMMON, engine="auto", nesterov=True, schedule="warmup_cosine", warmup_frac=0.15, val_frac=0.1,
               lr_grid=[0.025, 0.05, 0.1, 0.2], tune_seeds=[100, 101])
 
 # every experiment table compares sbn with bn and with the controls (issue 4), on paired seeds
@@ -123,10 +125,20 @@ def experiment_configs(dataset: str, params: dict, lr_for: Optional[Mapping] = N
                              "learning-rate selection (tuning_configs) for it first")
     lr = (lambda m, b: lr_for[(m, b)]) if lr_for is not None else (lambda m, b: common["lr"])
     configs = [
-        TrainConfig(**{**common, "dataset": dataset, "method": m, "batch_size": b, "seed": s, "lr": lr(m, b)}).validate()
+        TrainConfig(**{**common, "dataset": dataset, "method": m, "batch_size": b, "seed": s, "lr": lr(m, b),
+                       "engine": _engine(common.get("engine", "single"), b, common.get("optimizer"))}).validate()
         for m in methods for b in batch_sizes for s in _seed_list(params["seeds"])
     ]
     return configs
+
+
+def _engine(engine: str, batch_size: int, optimizer) -> str:
+    """``engine="auto"`` -> "packed" where packing pays at this batch size (SGD only), else "single"."""
+    if engine != "auto":
+        return engine
+    from .packed import pack_size
+
+    return "packed" if pack_size(batch_size) > 1 and optimizer == "sgd" else "single"
 
 
 def tuning_configs(dataset: str, params: dict) -> List[TrainConfig]:

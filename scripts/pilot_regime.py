@@ -30,10 +30,12 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate at batch size 32 (sqrt-scaled)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "outputs" / "pilot"))
     a = ap.parse_args(argv)
-    params = profile_params("cpu", epochs=a.epochs, n_train=a.n_train, methods=["bn"], seeds=[0])
+    params = profile_params("cpu", epochs=a.epochs, n_train=a.n_train, methods=["bn"], seeds=[0],
+                            batch_sizes=a.batch_sizes)
     params["lr"] = a.lr
     rows = []
     for d in a.datasets:
@@ -45,11 +47,13 @@ def main(argv=None):
                       "val_acc": 100 * v, "n_train_used": r["data"]["n_train_used"]} for e, v in enumerate(val)]
     df = pd.DataFrame(rows)
     out = Path(a.out)
-    df.to_csv(out / "curves.csv", index=False)
+    tag = f"_e{params['epochs']}_lr{a.lr:g}" if (a.epochs or a.lr != 0.1 or a.batch_sizes) else ""
+    df.to_csv(out / f"curves{tag}.csv", index=False)
     wide = df.pivot_table(index=["dataset", "batch_size"], columns="epoch", values="val_acc").round(2)
     last = wide.columns[-1]
     wide["gain, last 2 epochs (pp)"] = (wide[last] - wide[last - 2]).round(2)
-    (out / "curves.md").write_text("# Pilot: BN validation accuracy (%) per epoch\n\n" + markdown_table(wide) + "\n")
+    (out / f"curves{tag}.md").write_text(f"# Pilot: BN validation accuracy (%) per epoch (peak lr {a.lr:g} at B=32, "
+                                         f"{params['epochs']} epochs)\n\n" + markdown_table(wide) + "\n")
     print(wide.to_string())
 
 

@@ -1,0 +1,38 @@
+"""Train a profile's runs (learning-rate selection, then the evaluation sweep) without writing any table.
+
+    python scripts/accrue_runs.py --profile cpu --datasets mnist fashion_mnist --data-root ../shared/data --jobs 2
+
+For a rerun that spans several sittings: the result files accrue under outputs/<dataset>/tuning/ and
+runs/ (each written when its run ends, so an interruption loses only the runs in flight) and can be
+committed as they come, while the committed tables stay as they are until ./run_all.sh renders
+every table from the complete set of result files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sbnlib import experiment as ex  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist", "cifar10", "mnist_fmnist_mix"])
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--tune-only", action="store_true", help="only the learning-rate selection runs")
+    a = ap.parse_args(argv)
+    for d in a.datasets:
+        P = ex.resolve_params(d, a.profile, data_root=a.data_root, jobs=a.jobs)
+        selection = ex.tune(P)  # no dataset given: trains and selects, writes no table
+        if not a.tune_only:
+            ex.run(P, selection)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
