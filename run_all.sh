@@ -12,7 +12,8 @@ usage() {
   cat <<'USAGE'
 usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
-                    [--ablation-dataset NAME | --no-ablation] [--scheduler ADDR]
+                    [--ablation-dataset NAME | --no-ablation] [--readings-datasets "NAMES" | --no-readings]
+                    [--scheduler ADDR]
   --profile        smoke (minutes, for CI), quick (a newcomer's first run), cpu (default: the committed results;
                    hours, resumable across sittings), paper (full data; GPU or a long run). See README for measured times.
   --datasets       which datasets (default: the paper's four and mnist_fmnist_mix, the heterogeneity stress set)
@@ -26,10 +27,14 @@ usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion
   --ablation-dataset  run notebooks/ablation.ipynb on this dataset after its experiment (default fashion_mnist;
                    skipped with a note when that dataset is not in --datasets or did not run)
   --no-ablation    do not run the ablation notebook
+  --readings-datasets  run notebooks/readings.ipynb (every reading of the paper with its random control) on these
+                   datasets after their experiments (default "fashion_mnist cifar10 mnist_fmnist_mix")
+  --no-readings    do not run the readings notebook
 USAGE
 }
 
 profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix"; jobs=2; out=""; allow_missing=0; download=0; ablation=fashion_mnist
+readings="fashion_mnist cifar10 mnist_fmnist_mix"
 data_root="${SBN_DATA_ROOT:-}"; sched=()
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -44,6 +49,8 @@ while [ $# -gt 0 ]; do
     --download) download=1; shift ;;
     --ablation-dataset) need "$1" "${2:-}"; ablation="$2"; shift 2 ;;
     --no-ablation) ablation=""; shift ;;
+    --readings-datasets) need "$1" "${2:-}"; readings="$2"; shift 2 ;;
+    --no-readings) readings=""; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -59,6 +66,10 @@ done
 [ -n "${datasets// /}" ] || { echo "error: --datasets is empty" >&2; exit 2; }
 case "$ablation" in ""|mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
   *) echo "error: unknown --ablation-dataset '$ablation'" >&2; exit 2 ;; esac
+for d in $readings; do
+  case "$d" in mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
+    *) echo "error: unknown dataset '$d' in --readings-datasets" >&2; exit 2 ;; esac
+done
 
 # an unusable output directory is an option error too: before the (possibly long) set-up
 mkdir -p "$out" 2>/dev/null && [ -w "$out" ] || { echo "error: output directory '$out' is not writable; choose another --output-dir" >&2; exit 2; }
@@ -118,6 +129,19 @@ if [ -n "$ablation" ]; then
     echo "== ablation on $ablation: NOT RUN ($ablation was not among the datasets that ran)"
   fi
 fi
+
+for d in $readings; do
+  if [[ " ${done_ok[*]} " == *" $d "* ]]; then
+    echo "== readings on $d"
+    if run_nb readings "$d" -p jobs "$jobs" "${sched[@]}"; then
+      render "$out/$d/readings.ipynb"
+    else
+      echo "   FAILED: readings (log: $out/$d/readings.log)"; failed+=("$d readings")
+    fi
+  else
+    echo "== readings on $d: NOT RUN ($d was not among the datasets that ran)"
+  fi
+done
 
 # The feasibility notebooks train nothing; they run after every experiment so that the recommendation in each
 # feasibility report quotes the accuracy comparisons measured above, on all datasets.

@@ -25,7 +25,7 @@ from . import report
 from .sweep import experiment_configs
 from .train import TrainConfig, config_hash
 
-__all__ = ["Reading", "READINGS", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM", "base_fields",
+__all__ = ["Reading", "READINGS", "PLAN", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM", "base_fields",
            "readings_configs", "readings_table"]
 
 # the scorer that ranks truly mixed batches above pure ones best, at every batch size
@@ -63,6 +63,16 @@ READINGS: Dict[str, Reading] = {
                            "mixtures of sources", {"scorer": BEST_SCORER}),
 }
 DEFAULT_READING = "identity"
+
+# which batch sizes and seeds the readings run at, per profile: the small batch sizes and one large
+# one, the profile's seeds (8 seeds, Holm over 4 batch sizes: 4 x 2/2^8 = 0.031 < 0.05); the
+# batch sizes are the profile's, so that every method has a selected learning rate there
+PLAN = {
+    "smoke": dict(batch_sizes=[4], seeds=2),
+    "quick": dict(batch_sizes=[8, 64], seeds=3),
+    "cpu": dict(batch_sizes=[2, 4, 8, 128], seeds=8),
+    "paper": dict(batch_sizes=[2, 4, 8, 128], seeds=10),
+}
 
 # a method without a learning rate of its own takes the one selected for this one (same batch size)
 LR_FROM = {"sbn_inverse": "sbn", "random_frozen": "random"}

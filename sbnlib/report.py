@@ -384,10 +384,26 @@ def verdict_sentences(verdicts: pd.DataFrame) -> List[str]:
             if col not in grp:
                 continue
             counts = grp[col].value_counts()
-            told = ", ".join(f"{v} at {counts[v]}" for v in ("supported", "contradicted", "inconclusive") if v in counts)
+            kinds = ("supported", "contradicted", "inconclusive", NOT_CONVERGED)
+            told = ", ".join(f"{v} at {counts[v]}" for v in kinds if v in counts)
             sizes = {v: ", ".join(str(b) for b in grp.loc[grp[col] == v, "batch_size"]) for v in counts.index}
-            detail = "; ".join(f"{v}: B = {sizes[v]}" for v in ("supported", "contradicted", "inconclusive") if v in sizes)
+            detail = "; ".join(f"{v}: B = {sizes[v]}" for v in kinds if v in sizes)
             lines.append(f"- **{d}**, {col} ({text}): {told} of {len(grp)} batch sizes ({detail}).")
+    return lines
+
+
+def readings_sentences(table: pd.DataFrame, dataset: str) -> List[str]:
+    """A dataset's readings table (``readings.csv``) in words: per reading, the batch sizes where
+    it beat BN and where it beat its random control (verdict ``supported``), or that it never did."""
+    lines = []
+    for name, grp in table.groupby(level=0, sort=False):
+        sizes = grp.index.get_level_values(1)
+        beat = {col: [str(b) for b, v in zip(sizes, grp[col]) if v == "supported"]
+                for col in ("reading vs bn", "reading vs control") if col in grp}
+        said = [f"beats BN at B = {', '.join(beat['reading vs bn'])}" if beat.get("reading vs bn") else "never beats BN",
+                (f"beats its random control at B = {', '.join(beat['reading vs control'])}"
+                 if beat.get("reading vs control") else "never beats its random control")]
+        lines.append(f"- **{dataset}**, reading `{name}`: {' and '.join(said)} (of B = {', '.join(map(str, sizes))}).")
     return lines
 
 

@@ -410,8 +410,8 @@ experiment where the configuration is the same."""),
     new_code_cell("""\
 dataset = "mnist_fmnist_mix"
 profile = "cpu"          # smoke | quick | cpu | paper: the experiment's sweep (recipe, subset sizes)
-batch_sizes = None       # None: the profile's
-seeds = None             # a count or a list; None: the profile's
+batch_sizes = None       # None: the profile's readings plan (sbnlib.readings.PLAN: small batch sizes and one large)
+seeds = None             # a count or a list; None: the readings plan's
 readings = None          # None: every reading of sbnlib.readings.READINGS; or e.g. "identity inverse input"
 n_train = None
 n_test = None

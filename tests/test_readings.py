@@ -14,7 +14,8 @@ from sbnlib.assess import assess, assess_data, domain_auroc, domain_auroc_table
 from sbnlib.layers import SelectiveBatchNorm2d, selective_bn, selective_layers
 from sbnlib.models import build_model
 from sbnlib.scoring import SCORERS, fit_scorer, score_batches
-from sbnlib.train import METHODS, SCOPES, TrainConfig, _selection, config_dict, config_hash, switched_layers, train
+from sbnlib.train import (LATER_FIELDS, METHODS, SCOPES, TrainConfig, _selection, config_dict, config_hash,
+                          switched_layers, train)
 
 from .conftest import REPO, make_toy_dataset
 
@@ -72,7 +73,7 @@ def test_plain_bn_and_the_default_scope_are_unchanged():
     convs = [[m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)] for net in (plain, with_input)]
     assert all(torch.equal(a, b) for a, b in zip(*convs))  # paired seeds: the same start with or without it
     c = _cfg(method="bn")
-    old = {k: v for k, v in dataclasses.asdict(c).items() if k != "scope"}
+    old = {k: v for k, v in dataclasses.asdict(c).items() if k not in LATER_FIELDS}  # scope, engine at defaults
     assert config_dict(c) == old
     assert config_hash(c) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     first = _cfg(scope="first")
@@ -248,7 +249,7 @@ def test_a_tiny_readings_run_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setitem(data.DERIVED, "toy_readings", lambda **kw: ds)
     P = ex.resolve_params("toy_readings", "smoke", batch_sizes=[8], output_dir=str(tmp_path))
     lr_for = {(m, 8): 0.05 for m in ("bn", "sbn", "sbn_frozen", "random")}
-    out = ex.readings(P, ds, seeds=2, lr_for=lr_for, progress=False)
+    out = ex.readings(P, ds, batch_sizes=[8], seeds=2, lr_for=lr_for, progress=False)
     assert [n for n, _ in out["table"].index] == list(rd.READINGS)
     for f in ("readings.csv", "readings.md", "readings.png"):
         assert (tmp_path / "toy_readings" / f).exists(), f

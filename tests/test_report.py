@@ -197,3 +197,19 @@ def test_collapse_sentences_state_train_and_test_gaps():
     assert lines == ["- **toy**, B=8: accuracy bn - sbn is +30.0 pp on the test set and +20.0 pp on the training "
                      "batches; sbn's last-epoch training loss is 1.000 (0.500 on BN-on steps, 1.500 on BN-off "
                      "steps) against bn's 0.200, random (same rate) 1.200."]
+
+
+def test_readings_sentences_name_the_batch_sizes_where_a_reading_wins():
+    idx = pd.MultiIndex.from_tuples([("identity", 2), ("identity", 8), ("input", 2), ("input", 8)])
+    t = pd.DataFrame({"reading vs bn": ["contradicted", "supported", "inconclusive", "inconclusive"],
+                      "reading vs control": ["supported", "supported", "inconclusive", "contradicted"]}, index=idx)
+    lines = report.readings_sentences(t, "mix")
+    assert lines[0] == ("- **mix**, reading `identity`: beats BN at B = 8 and beats its random control at B = 2, 8 "
+                        "(of B = 2, 8).")
+    assert lines[1] == ("- **mix**, reading `input`: never beats BN and never beats its random control (of B = 2, 8).")
+
+
+def test_verdict_sentences_count_unconverged_baselines():
+    v = pd.DataFrame({"dataset": ["a", "a"], "batch_size": [2, 4], "C1": [report.NOT_CONVERGED, "inconclusive"],
+                      "C2": ["supported"] * 2})
+    assert f"inconclusive at 1, {report.NOT_CONVERGED} at 1 of 2" in report.verdict_sentences(v)[0]
