@@ -16,6 +16,7 @@ import pandas as pd
 from . import report
 from .data import dataset_names, load_dataset
 from .io import atomic_write_json, ensure_writable_dir
+from .provenance import portable
 from .scoring import SCORERS
 from .sweep import (PROFILES, dask_client, experiment_configs, iter_results, profile_params, run_configs,
                     tuning_configs)
@@ -171,11 +172,11 @@ def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
         raise ParameterError(f"unknown threshold {threshold!r}; choose one of {list(STRATEGIES)}")
     x = ds.normalize(ds.x_train)
     res = assess(x, P.sweep["batch_sizes"], scorer, threshold, seed=0, progress=True)
-    res.update(dataset=P.dataset, data=ds.provenance)
+    res.update(dataset=P.dataset, data=portable(ds.provenance))
     out = P.out
     table = pd.DataFrame([{k: r[k] for k in ("batch_size", "n_batches", "threshold", "frac_needs_bn",
                                               "score_mean", "score_std")} for r in res["batch_sizes"]]).set_index("batch_size")
-    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "scorer": scorer, "threshold": threshold}, 0.0)
+    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "scorer": scorer, "threshold": threshold})
     report.write_table(table, out, "feasibility", f"{P.dataset}: which training batches need BN", prov)
     figs = {
         "hist": plot_score_histograms(res, out / "feasibility_scores.png",
@@ -218,7 +219,6 @@ def tune(P: Params, ds=None, progress: bool = True):
     """
     from .stats import select_learning_rates
 
-    t0 = time.perf_counter()
     try:
         configs = tuning_configs(P.dataset, P.sweep)
     except ValueError as e:
@@ -228,7 +228,7 @@ def tune(P: Params, ds=None, progress: bool = True):
     sel = select_learning_rates(pd.DataFrame(list(iter_results(results))))
     table = sel.assign(val_acc_mean=(100 * sel.val_acc_mean).round(2), val_acc_std=(100 * sel.val_acc_std).round(2))
     if ds is not None:
-        prov = report.make_provenance(ds.provenance, P.profile, P.sweep, time.perf_counter() - t0)
+        prov = report.make_provenance(ds.provenance, P.profile, P.sweep, results)
         edges = table[table.chosen & (table.edge != "")]
         report.write_table(
             table.set_index(["method", "batch_size", "lr"]), P.out, "lr_selection",
@@ -256,14 +256,13 @@ def run(P: Params, selection=None, progress: bool = True):
     return results, df, time.perf_counter() - t0
 
 
-def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dict:
+def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
     """Accuracy table, stability analysis, verdicts and figures; all written under ``P.out``."""
     from .plots import plot_accuracy_vs_batch, plot_learning_curves, plot_loss_curves, plot_stability
 
     methods = P.sweep["methods"]
     run_time = float(df["wall_time_s"].sum())
-    prov = report.make_provenance(ds.provenance, P.profile, P.sweep, wall_time_s)
-    prov["training_time_s (sum over runs, incl. earlier sessions)"] = round(run_time, 1)
+    prov = report.make_provenance(ds.provenance, P.profile, P.sweep, results)
     acc = report.accuracy_tables(df, methods, treatment="sbn", baselines=[m for m in ("bn", "random", "gn") if m in methods])
     stab = report.stability_tables(df, methods)
     c2 = report.c2_verdicts(df, stab["comparisons"])
@@ -336,8 +335,7 @@ def analyse(P: Params, ds, results, df: pd.DataFrame, wall_time_s: float) -> dic
         "stability": plot_stability(df, methods, {m: lab for m, (lab, _) in report.STABILITY_METRICS.items() if m != "spread"},
                                     out / "stability.png", title=f"{P.dataset}: stability metrics (lower = more stable)"),
     }
-    report.write_status(out, "ok", data_status=ds.provenance["status"], wall_time_s=round(wall_time_s, 1),
-                        training_time_s=round(run_time, 1), runs=len(results), profile=P.profile,
+    report.write_status(out, "ok", data_status=ds.provenance["status"], training_time_s=round(run_time, 1), runs=len(results), profile=P.profile,
                         parameters=P.sweep)
     return {"accuracy": acc["accuracy"], "convergence": convergence, "stability": stab["verdicts"],
             "stability_metrics": stab["summary"], "inference": inference, "collapse": collapse,
@@ -361,10 +359,8 @@ def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's 
     ran = {d: st for d, st in statuses.items() if st["status"] == "ok"}
     prov = {"profiles": ", ".join(sorted({str(st.get("profile")) for st in ran.values()})) or "none",
             **{f"{d} parameters": json.dumps(st.get("parameters"), sort_keys=True) for d, st in ran.items()},
-            **{f"{d} wall time (s, last session / all training)": f"{st.get('wall_time_s')} / {st.get('training_time_s')}"
-               for d, st in ran.items()},
-            "git_commit": report.git_commit(), "versions": json.dumps(report.library_versions(), sort_keys=True),
-            "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            **{f"{d} training time (s, sum over runs)": st.get("training_time_s") for d, st in ran.items()},
+            "versions": json.dumps(report.library_versions(), sort_keys=True)}
     figs, sections, sanity = [], [], pd.DataFrame()
     if frames:
         from .plots import plot_bn_vs_gn, plot_verdict_diffs
@@ -427,15 +423,14 @@ SANITY_NOTE = (
 
 def _train_grid(P: Params, build, what: str, progress: bool):
     """``build()`` the configurations of a grid (a ValueError there becomes a ParameterError) and
-    train those without a result file in ``<out>/runs/``; returns (the results' rows, start time)."""
+    train those without a result file in ``<out>/runs/``; returns (the results' rows, the results)."""
     try:
         configs = build()
     except ValueError as e:
         raise ParameterError(str(e)) from None
-    t0 = time.perf_counter()
     results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
                           desc=f"{P.dataset} {what} ({len(configs)} runs)", scheduler=P.scheduler)
-    return pd.DataFrame(list(iter_results(results))), t0
+    return pd.DataFrame(list(iter_results(results))), results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -463,7 +458,7 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     from .stats import chosen_learning_rates
 
     lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
-    df, t0 = _train_grid(P, lambda: ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
+    df, results = _train_grid(P, lambda: ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
                                                      a["strategies"], a["rates"], lr_for), "ablation", progress)
     df["selection"] = [f"random, rate {r:g}" if m == "random" else
                        (f"rate {r:g}" if t == "rate" else f"{s} / {t}")
@@ -479,7 +474,7 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
                                              baseline="random", by="threshold_rate").assign(batch_size=b)
                        for b in a["batch_sizes"]], ignore_index=True)
     comps = comps[["batch_size", "threshold_rate", "n", "mean_diff", "ci_low", "ci_high", "p_wilcoxon_holm", "verdict"]]
-    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "ablation": a}, time.perf_counter() - t0)
+    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "ablation": a}, results)
     report.write_table(table, P.out, "ablation", f"{P.dataset}: ablation, accuracy against the fraction normalised",
                        prov, "Test accuracy (%) mean and std over seeds for each batch selection: scorer / threshold "
                        "strategy, the 'rate' strategy (normalise the top fraction by feature_std score) and the "
@@ -515,11 +510,10 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     seeds = plan.get("seeds") if seeds is None else seeds
     if lr_for is None:
         lr_for = chosen_learning_rates(tune(P, progress=progress))
-    df, t0 = _train_grid(P, lambda: rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, list(names)),
+    df, results = _train_grid(P, lambda: rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, list(names)),
                          "readings", progress)
     out = rd.readings_table(df, list(names), base=rd.base_fields(P.sweep))
-    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "readings": list(names)},
-                                  time.perf_counter() - t0)
+    prov = report.make_provenance(ds.provenance, P.profile, {**P.sweep, "readings": list(names)}, results)
     notes = (f"One row per reading and batch size; cells of reading, control and bn: final test accuracy (%) mean ± "
              f"std over {df.seed.nunique()} paired seeds. Each reading is compared with bn, with its random control "
              "(the same number of batches normalised, chosen at random) and, except the default reading itself, with "

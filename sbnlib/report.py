@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -18,6 +16,7 @@ import pandas as pd
 
 from . import stats
 from .io import atomic_write_bytes, atomic_write_json
+from .provenance import git_commit, numbers_from  # noqa: F401  (git_commit: re-exported)
 
 __all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "inference_table", "collapse_table",
            "collapse_sentences",
@@ -42,21 +41,6 @@ C2_RULE = ("C2 (selective BN reduces BN transformations and makes training more 
            "'inconclusive' otherwise. Each metric's verdict uses the rule of C1 with lower = better.")
 
 
-def git_commit(repo: Optional[Path] = None) -> str:
-    """Id of the code that produced a result: the commit hash, "+dirty" if tracked files other than
-    ``outputs/`` differ from it."""
-    repo = repo or Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        # results being written under outputs/ are not a change of the code that produced them
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!outputs"],
-                               cwd=repo, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-
-
 def library_versions() -> Dict[str, str]:
     import scipy
     import torch
@@ -67,9 +51,12 @@ def library_versions() -> Dict[str, str]:
             "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__}
 
 
-def make_provenance(dataset_provenance: dict, profile: str, params: dict, wall_time_s: float) -> dict:
-    """The provenance block carried by every table and the report."""
-    return {
+def make_provenance(dataset_provenance: dict, profile: str, params: dict, results: Optional[Sequence[dict]] = None) -> dict:
+    """The provenance block carried by every table and the report: data, parameters, versions and,
+    for tables of training runs, the commit(s) and time at which the ``results`` were produced
+    (:func:`sbnlib.provenance.numbers_from`); nothing that changes when unchanged numbers are
+    rendered again."""
+    prov = {
         "dataset": dataset_provenance.get("dataset"),
         "data_status": dataset_provenance.get("status"),
         "data_verified": dataset_provenance.get("verified"),
@@ -79,12 +66,13 @@ def make_provenance(dataset_provenance: dict, profile: str, params: dict, wall_t
         "profile": profile,
         "parameters": json.dumps(params, sort_keys=True, default=str),
         "seeds": json.dumps(params.get("seeds")),
-        "git_commit": git_commit(),
         "versions": json.dumps(library_versions(), sort_keys=True),
         "machine": f"{platform.machine()} {platform.system()}, torch threads per run: 1",
-        "wall_time_s": round(float(wall_time_s), 1),
-        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    if results is not None:
+        prov.update(numbers_from(results))
+        prov["training_time_s (sum over runs)"] = round(sum(float(r.get("wall_time_s", 0.0)) for r in results), 1)
+    return prov
 
 
 def _fmt(v) -> str:

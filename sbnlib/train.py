@@ -54,6 +54,7 @@ from . import __version__
 from .data import load_dataset, make_batch_plan, validation_split
 from .layers import bn_counts, selective_bn, selective_layers
 from .models import MODELS, NORM_LAYERS, build_model
+from .provenance import portable, produced
 from .scoring import SCORERS, fit_scorer, score_batches
 from .threshold import STRATEGIES, classify_batches, fit_threshold
 
@@ -614,7 +615,9 @@ def finish_record(cfg, model, data: TrainingData, epochs, log: StepLog, steps_pe
         "bn": {**counts, "batches_normalized": n_on if n_bn_layers else 0,
                "batches_skipped": (n_steps - n_on) if n_bn_layers else 0,
                "frac_normalized": (n_on / n_steps) if (n_bn_layers and n_steps) else 0.0},
-        "data": {**data.ds.provenance, "n_train_used": int(data.x_train.shape[0]), "n_val": int(data.x_val.shape[0])},
+        "data": {**portable(data.ds.provenance), "n_train_used": int(data.x_train.shape[0]),
+                 "n_val": int(data.x_val.shape[0])},
+        "produced": produced(),  # the commit and time that made these numbers (tables quote it)
         "wall_time_s": time.perf_counter() - t0,
         "loop_time_s": loop_time,
         "versions": {"sbnlib": __version__, "torch": torch.__version__, "numpy": np.__version__,

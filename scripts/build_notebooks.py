@@ -169,7 +169,7 @@ display(selection)"""),
 results, df, wall_time = ex.run(P, selection)
 print(f"{len(results)} runs; {wall_time:.0f} s in this session; "
       f"{df.wall_time_s.sum():.0f} s of training in all; diverged: {int(df.diverged.sum())}")
-out = ex.analyse(P, ds, results, df, wall_time)"""),
+out = ex.analyse(P, ds, results, df)"""),
     new_markdown_cell("""\
 ## Accuracy table (claim C1)
 

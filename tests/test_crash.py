@@ -39,8 +39,8 @@ def _configs():
 
 
 def _numbers(r):
-    """Everything a run records except how long it took (wall_time_s, loop_time_s, ...)."""
-    return {k: v for k, v in r.items() if not k.endswith("_time_s")}
+    """Everything a run records except how long it took (wall_time_s, loop_time_s, ...) and when (produced)."""
+    return {k: v for k, v in r.items() if not k.endswith("_time_s") and k != "produced"}
 
 
 def _accuracy(results):

@@ -192,7 +192,7 @@ def test_packed_runs_are_bitwise_reproducible_and_carry_their_engine():
     data = _toy(64)
     a = train_packed(_cfgs("sbn", 4), dataset=data)
     b = train_packed(_cfgs("sbn", 4), dataset=data)
-    strip = ("wall_time_s", "loop_time_s")
+    strip = ("wall_time_s", "loop_time_s", "produced")
     assert [json.dumps({k: v for k, v in r.items() if k not in strip}, sort_keys=True) for r in a] == \
            [json.dumps({k: v for k, v in r.items() if k not in strip}, sort_keys=True) for r in b]
     single = _cfgs("sbn", 4, engine="single")
@@ -288,7 +288,7 @@ def test_sweep_trains_packed_groups_and_caches_every_run(tmp_path, monkeypatch):
     groups.clear()
     again = run_configs(configs, tmp_path, progress=False)
     assert groups == [[("sbn", 0)]]  # only the missing run is trained, ...
-    strip = ("wall_time_s", "loop_time_s")
+    strip = ("wall_time_s", "loop_time_s", "produced")
     assert json.dumps({k: v for k, v in again[4].items() if k not in strip}, sort_keys=True) == \
            json.dumps({k: v for k, v in first[4].items() if k not in strip}, sort_keys=True)  # ... to the same numbers
     assert all(result_path(tmp_path, c).exists() for c in configs)

@@ -213,3 +213,18 @@ def test_verdict_sentences_count_unconverged_baselines():
     v = pd.DataFrame({"dataset": ["a", "a"], "batch_size": [2, 4], "C1": [report.NOT_CONVERGED, "inconclusive"],
                       "C2": ["supported"] * 2})
     assert f"inconclusive at 1, {report.NOT_CONVERGED} at 1 of 2" in report.verdict_sentences(v)[0]
+
+
+def test_provenance_names_the_runs_commits_not_the_rendering():
+    from sbnlib.provenance import numbers_from, portable
+
+    runs = [{"produced": {"git_commit": "abc", "utc": "2026-11-30 10:00:00"}, "wall_time_s": 2.0},
+            {"produced": {"git_commit": "abc", "utc": "2026-11-30 12:00:00"}, "wall_time_s": 3.0},
+            {"wall_time_s": 1.0}]  # a record from before the field
+    assert numbers_from(runs) == {"numbers produced by commit (runs)": "abc (2), unrecorded (1)",
+                                  "last run finished (UTC)": "2026-11-30 12:00:00"}
+    prov = report.make_provenance({"dataset": "d", "root": "/machine/path/data"}, "cpu", {"seeds": 2}, runs)
+    again = report.make_provenance({"dataset": "d", "root": "/machine/path/data"}, "cpu", {"seeds": 2}, runs)
+    assert prov == again and prov["training_time_s (sum over runs)"] == 6.0
+    assert not any(k in prov for k in ("generated", "git_commit", "wall_time_s"))  # nothing of the rendering
+    assert portable({"root": "/machine/path/data", "status": "ok"}) == {"root": "data", "status": "ok"}

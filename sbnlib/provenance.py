@@ -1,0 +1,59 @@
+"""Where numbers come from: the code's commit, and the record each result carries of it.
+
+Tables and reports state the commit(s) and the time at which their *numbers* were produced (read
+from the result records), not when they were last rendered, and no path of the machine that ran
+them: re-rendering unchanged results leaves every committed file byte-identical.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+__all__ = ["git_commit", "produced", "numbers_from", "portable"]
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def git_commit(repo: Optional[Path] = None) -> str:
+    """Id of the code that produced a result: the commit hash, "+dirty" if tracked files other than
+    ``outputs/`` differ from it."""
+    repo = repo or _REPO
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        # results being written under outputs/ are not a change of the code that produced them
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!outputs"],
+                               cwd=repo, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def produced() -> dict:
+    """What a result record says of its making: the code's commit and the time (UTC)."""
+    return {"git_commit": git_commit(), "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def numbers_from(results: Iterable[dict]) -> dict:
+    """Provenance of a table computed from ``results``: the commits that produced them (with the
+    number of runs each) and when the last of them finished; records older than this field say
+    "unrecorded"."""
+    commits, last = {}, None
+    for r in results:
+        p = r.get("produced") or {}
+        c = p.get("git_commit", "unrecorded")
+        commits[c] = commits.get(c, 0) + 1
+        if p.get("utc") and (last is None or p["utc"] > last):
+            last = p["utc"]
+    return {"numbers produced by commit (runs)": ", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "none",
+            "last run finished (UTC)": last or "unrecorded"}
+
+
+def portable(dataset_provenance: dict) -> dict:
+    """A dataset's provenance without the machine's paths: the data root by its folder name."""
+    out = dict(dataset_provenance)
+    if out.get("root"):
+        out["root"] = Path(str(out["root"])).name
+    return out
