@@ -73,6 +73,15 @@ done
 
 # an unusable output directory is an option error too: before the (possibly long) set-up
 mkdir -p "$out" 2>/dev/null && [ -w "$out" ] || { echo "error: output directory '$out' is not writable; choose another --output-dir" >&2; exit 2; }
+# one run per output folder: a second one would race the first's result files, logs and tables
+exec 9>"$out/.run_all.lock"
+flock -n 9 || { echo "error: another ./run_all.sh is writing $out (it holds $out/.run_all.lock); wait for it to end or choose another --output-dir" >&2; exit 2; }
+# Ctrl-C or SIGTERM: stop every process this script started (papermill; its kernel and the kernel's
+# sweep workers follow their parent, sbnlib.sweep.die_with_parent), keep every finished result, exit 130
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill -TERM "$1" 2>/dev/null; }
+stop() { trap '' INT TERM; echo "interrupted: stopping the notebooks and their workers; finished runs are kept" >&2
+         for c in $(pgrep -P $$); do kill_tree "$c"; done; wait; exit 130; }
+trap stop INT TERM
 python=$(scripts/bootstrap.sh) || { echo "error: could not set up the virtual environment" >&2; exit 2; }
 venv_bin=$(dirname "$python")
 out=$(cd "$out" && pwd)
@@ -84,10 +93,13 @@ failed=(); missing=(); done_ok=(); with_data=()
 status_json() { "$python" -c 'import sys; from sbnlib.report import write_status; write_status(sys.argv[1], sys.argv[2], sys.argv[3])' "$@"; }
 run_nb() {  # run_nb NOTEBOOK DATASET [papermill args...]: execute into $out/DATASET/, progress to the console
   local nb=$1 d=$2; shift 2
-  "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
-       -p output_dir "$out" "${pm_root[@]}" "$@" --log-output --no-progress-bar 2>&1 \
-    | tee "$out/$d/$nb.log" | grep --line-buffered -E "runs\): +[0-9]+%" | sed -u 's/^/      /'
-  return "${PIPESTATUS[0]}"
+  {  # in the background, waited for: a signal then reaches the trap at once, not when the notebook ends
+    "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
+         -p output_dir "$out" "${pm_root[@]}" "$@" --log-output --no-progress-bar 2>&1 \
+      | tee "$out/$d/$nb.log" | grep --line-buffered -E "runs\): +[0-9]+%" | sed -u 's/^/      /'
+    exit "${PIPESTATUS[0]}"
+  } &
+  wait $!
 }
 nb_failed() {  # nb_failed NOTEBOOK DATASET: say so with the log's tail, and mark the dataset failed in its status.json
   echo "   FAILED: $1 (log: $out/$2/$1.log)"; tail -n 5 "$out/$2/$1.log" | sed 's/^/     /'

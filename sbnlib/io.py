@@ -1,8 +1,9 @@
 """Crash-safe file output: write to a temporary file in the same folder, then rename.
 
 A process killed between the two (SIGKILL, power loss) leaves the old file (or none) and a
-temporary ``.<name>.<random>.tmp`` beside it, never a partial ``<name>``; the next write of
-``<name>`` (e.g. the resumed sweep recomputing that run) removes such leftovers.
+temporary ``.<name>.<pid>-<random>.tmp`` beside it, never a partial ``<name>``; the next write of
+``<name>`` (e.g. the resumed sweep recomputing that run) removes such leftovers, but never the
+temporary of a writer that is still running (two runs writing one folder).
 """
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     path = Path(path)
     ensure_writable_dir(path.parent)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed earlier write
-        if "." not in stale.name[len(path.name) + 2:-4]:  # mkstemp's part has no dots: not another file's
+        part = stale.name[len(path.name) + 2:-4]  # "<pid>-<random>": no dots, else another file's
+        if "." not in part and not _alive(part.split("-", 1)[0]):  # never a live writer's (a concurrent run)
             stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -49,6 +51,19 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _alive(pid: str) -> bool:
+    """Is ``pid`` (the writer named in a temporary file's name) a running process of this machine?"""
+    if not pid.isdigit():
+        return False  # a temporary of an older naming: no writer to wait for
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # it exists (another user's), or cannot be asked: leave its file alone
+    return True
 
 
 def atomic_write_json(path, obj) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import sys
 import threading
 import warnings
@@ -29,7 +30,7 @@ from .train import LATER_FIELDS, METHODS, SCHEMA_VERSION, TrainConfig, config_di
 
 __all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "tuning_configs",
            "ablation_configs",
-           "run_configs", "dask_client", "result_path", "load_result"]
+           "run_configs", "die_with_parent", "dask_client", "result_path", "load_result"]
 
 THREADS_PER_RUN = 1
 DASK_CONNECT_TIMEOUT_S = 10
@@ -291,6 +292,28 @@ def _units(configs: Sequence[TrainConfig], todo: Sequence[int]) -> List[List[int
     return units
 
 
+def die_with_parent(parent: Optional[int] = None) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux; elsewhere nothing).
+
+    Sweep workers call it (and a notebook's kernel, whose parent is papermill), so that killing
+    ``run_all.sh`` — even with SIGKILL — leaves no worker training on and writing result files.
+    ``parent``: the pid the caller was started by (default: the current parent); if it is gone
+    already (killed while this process was starting), this process ends now.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    expected = os.getppid() if parent is None else parent
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if expected == 1 or os.getppid() != expected:  # the parent died before the request: too late for it
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def dask_client(scheduler):
     """``(client, owned)`` for a Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``;
     ``owned``: the caller opened it and closes it."""
@@ -372,7 +395,8 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
             done(unit, _run_unit(*task(unit)))
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_run_unit, *task(u)): u for u in units}
             for fut in as_completed(futures):
                 done(futures[fut], fut.result())

@@ -17,6 +17,8 @@ SETUP = """\
 from IPython.display import Image, Markdown, display
 import pandas as pd
 from sbnlib import experiment as ex, report
+from sbnlib.sweep import die_with_parent
+die_with_parent()  # run by papermill: stop (and stop the sweep's workers) when papermill is killed
 pd.set_option("display.width", 200, "display.max_columns", 30)"""
 
 FEASIBILITY = [

@@ -59,3 +59,13 @@ def test_dir_under_a_file_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError, match="cannot create output directory"):
         ensure_writable_dir(tmp_path / "file" / "sub")
+
+
+def test_a_live_writers_temporary_is_never_removed(tmp_path):
+    p = tmp_path / "r.json"
+    live = tmp_path / f".r.json.{os.getpid()}-abc123.tmp"  # another writer's, mid-write (this process is alive)
+    live.write_text('{"half": ')
+    dead = tmp_path / ".r.json.999999999-abc123.tmp"  # a writer whose process is gone
+    dead.write_text('{"half": ')
+    atomic_write_json(p, {"a": 1})
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([live.name, "r.json"])
