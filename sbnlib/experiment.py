@@ -345,9 +345,12 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
 def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's folder
     """Collect every dataset's verdicts; write REPORT.md.
 
+    ``datasets`` and after them every other dataset with results in ``output_dir`` (a
+    ``status.json``): a run of some datasets does not drop the others from the report.
     Returns ``(verdicts, statuses, report_path, extra)``; ``extra["sanity"]`` is the BN-vs-GroupNorm
     table and ``extra["collapse"]`` the collapse diagnosis in words."""
     out = _repo_path(output_dir)
+    datasets = list(datasets) + [d for d in dataset_names() if d not in datasets and (out / d / "status.json").is_file()]
     frames, statuses = [], {}
     for d in datasets:
         statuses[d] = report.read_status(out / d)

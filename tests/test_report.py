@@ -228,3 +228,16 @@ def test_provenance_names_the_runs_commits_not_the_rendering():
     assert prov == again and prov["training_time_s (sum over runs)"] == 6.0
     assert not any(k in prov for k in ("generated", "git_commit", "wall_time_s"))  # nothing of the rendering
     assert portable({"root": "/machine/path/data", "status": "ok"}) == {"root": "data", "status": "ok"}
+
+
+def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_path):
+    from sbnlib import experiment as ex
+
+    for d in ("mnist", "cifar10"):
+        report.write_status(tmp_path / d, "ok", data_status="verified", profile="cpu")
+        pd.DataFrame({"dataset": d, "batch_size": [2, 8], "C1": ["contradicted", "inconclusive"],
+                      "C2": ["inconclusive"] * 2}).to_csv(tmp_path / d / "verdicts.csv", index=False)
+    verdicts, statuses, path, _ = ex.summary(["mnist"], tmp_path)
+    assert list(statuses) == ["mnist", "cifar10"] and set(verdicts.dataset) == {"mnist", "cifar10"}
+    text = path.read_text()
+    assert "| mnist | ok |" in text and "| cifar10 | ok |" in text
