@@ -82,7 +82,7 @@ kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill 
 stop() { trap '' INT TERM; echo "interrupted: stopping the notebooks and their workers; finished runs are kept" >&2
          for c in $(pgrep -P $$); do kill_tree "$c"; done; wait; exit 130; }
 trap stop INT TERM
-python=$(scripts/bootstrap.sh) || { echo "error: could not set up the virtual environment" >&2; exit 2; }
+python=$(scripts/bootstrap.sh experiments) || { echo "error: could not set up the virtual environment" >&2; exit 2; }
 venv_bin=$(dirname "$python")
 out=$(cd "$out" && pwd)
 [ -n "$data_root" ] && export SBN_DATA_ROOT="$data_root"

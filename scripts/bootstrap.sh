@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment and install sbnlib into it.
-#   scripts/bootstrap.sh          -> runtime dependencies (what ./run_all.sh needs)
-#   scripts/bootstrap.sh dev      -> plus the test dependencies
+#   scripts/bootstrap.sh              -> the core library only (torch, numpy)
+#   scripts/bootstrap.sh experiments  -> plus what ./run_all.sh needs (statistics, figures, notebooks)
+#   scripts/bootstrap.sh dev          -> everything, plus the test dependencies
 # Idempotent: reinstalls only when pyproject.toml changed. Prints the venv's python path last.
 # Environment: PYTHON (interpreter to build the venv with, default python3.11, else python3),
 #              SBN_VENV (venv folder, default .venv).

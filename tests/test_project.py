@@ -15,7 +15,8 @@ def _req(spec: str):
 
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(_req(s) for s in project["dependencies"] + project["optional-dependencies"]["dev"])
+    specs = project["dependencies"] + [s for extra in project["optional-dependencies"].values() for s in extra]
+    wanted = dict(_req(s) for s in specs if not s.startswith("sbnlib"))
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert dict(_req(s) for s in pip) == wanted
@@ -36,3 +37,30 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./run_tests.sh" in readme and "./run_tests.sh" in ci
     assert "./run_all.sh" in readme
+
+
+def test_the_core_imports_and_works_without_the_extras():
+    """``pip install .`` without extras: import sbnlib, score, threshold and a selective layer, with
+    every extra's package made unimportable."""
+    code = """
+import sys
+for m in ("scipy", "pandas", "matplotlib", "seaborn", "papermill", "jupyter", "PIL", "dask", "statsmodels"):
+    sys.modules[m] = None  # import m now raises ImportError
+import torch, sbnlib
+from sbnlib.models import build_model
+from sbnlib.train import TrainConfig
+x = torch.randn(64, 3, 8, 8)
+scores = sbnlib.score_batches(x, batch_size=8)
+needs = sbnlib.classify_batches(scores, sbnlib.fit_threshold(scores, "mean"))
+layer = sbnlib.SelectiveBatchNorm2d(3)
+with sbnlib.selective_bn([layer], enabled=False):
+    assert torch.equal(layer(x), x)
+model = sbnlib.convert_to_selective(build_model("cnn_s", (3, 8, 8), 4, norm="bn"))
+TrainConfig(dataset="mnist").validate()
+print("ok", int(needs.sum()))
+"""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]
