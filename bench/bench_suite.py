@@ -47,10 +47,10 @@ from bench_core import bench_step  # noqa: E402
 from sbnlib.data import load_dataset, make_batch_plan  # noqa: E402
 from sbnlib.io import atomic_write_bytes  # noqa: E402
 from sbnlib.models import build_model  # noqa: E402
+from sbnlib.packed import pack_size, train_packed  # noqa: E402
 from sbnlib.scoring import score_batches  # noqa: E402
 from sbnlib.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
 from sbnlib.threshold import classify_batches, fit_threshold  # noqa: E402
-from sbnlib.packed import pack_size, train_packed  # noqa: E402
 from sbnlib.train import TrainConfig, train  # noqa: E402
 
 BATCH_SIZES = [2, 4, 8, 16, 32, 64, 128]

@@ -267,8 +267,8 @@ def recommend(row: dict, ev: dict) -> dict:
     """The recommendation for one batch size's row of an assessment, with its reason and evidence."""
     b, f, nb, t = row["batch_size"], row["frac_needs_bn"], row["n_batches"], row["threshold"]
     if b == 1:
-        headline = (f"At batch size 1 every batch scores 0 (one sample cannot be heterogeneous), so no batch is "
-                    f"above the threshold: selective BN would never normalise, and BN itself is degenerate at B=1.")
+        headline = ("At batch size 1 every batch scores 0 (one sample cannot be heterogeneous), so no batch is "
+                    "above the threshold: selective BN would never normalise, and BN itself is degenerate at B=1.")
     else:
         t_text = f"{t:.4g}" if np.isfinite(t) else str(t)
         headline = (f"At batch size {b}, {_pct(f)} of the {nb:,} batches are heterogeneous (score above the "
@@ -367,7 +367,8 @@ def recommendation_lines(result: dict) -> List[str]:
 # ----------------------------------------------------------------------------------------------
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+  color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}
@@ -471,10 +472,12 @@ def report_html(result: dict, fragment: bool = False) -> str:
     cols = [c for c in cols if c[1] in result["batch_sizes"][0]]
     p.append("<table><tr>" + "".join(f"<th>{e(c[0])}</th>" for c in cols) + "</tr>")
     for r in result["batch_sizes"]:
-        p.append("<tr>" + "".join(f"<td>{e(_pct(r[k]) if fmt is None else fmt.format(r[k]))}</td>" for _, k, fmt in cols) + "</tr>")
+        cells = (e(_pct(r[k]) if fmt is None else fmt.format(r[k])) for _, k, fmt in cols)
+        p.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     p.append("</table>")
     for caption, b64 in report_figures(result).items():
-        p.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{b64}'><figcaption class='muted'>{e(caption)}</figcaption></figure>")
+        p.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
+                 f"<figcaption class='muted'>{e(caption)}</figcaption></figure>")
     ev = result.get("evidence") or {}
     if ev.get("rows"):
         p.append("<h2>Benchmark evidence at your batch sizes</h2>")

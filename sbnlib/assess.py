@@ -15,7 +15,6 @@ threshold is fitted and the fraction of batches that *need BN* is reported.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Iterable, List, Optional
 
 import numpy as np

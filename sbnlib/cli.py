@@ -7,7 +7,6 @@ command (outputs are written atomically, and only after the work succeeded).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -52,10 +51,12 @@ def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool 
         o.add_argument("--label-column", default=None, help="CSV: a column (name or 0-based index) to drop")
         o.add_argument("--header", choices=["auto", "yes", "no"], default="auto",
                        help="CSV: whether the first row is a header (auto: when it holds no number)")
-        o.add_argument("--array-key", default=None, help=".npz: which array (default: the only one, or x / data / features / images)")
+        o.add_argument("--array-key", default=None,
+                       help=".npz: which array (default: the only one, or x / data / features / images)")
         o.add_argument("--layout", choices=["auto", "nchw", "nhwc"], default="auto", help="4-D arrays: channel axis")
         o.add_argument("--skip-bad", action="store_true",
-                       help="skip unreadable images, rows with NaN or non-numeric cells, empty classes ... and count them in the report")
+                       help="skip unreadable images, rows with NaN or non-numeric cells, empty classes ... "
+                            "and count them in the report")
         o.add_argument("--chunk-mb", type=float, default=64, help="pass 2 reads about this many MiB of inputs at a time")
     else:
         p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset name")
@@ -69,10 +70,10 @@ def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool 
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .models import MODELS
     from .scoring import SCORERS
     from .threshold import STRATEGIES
     from .train import METHODS, SCOPES
-    from .models import MODELS
 
     ap = argparse.ArgumentParser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)

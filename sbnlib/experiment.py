@@ -18,8 +18,7 @@ from .data import dataset_names, load_dataset
 from .io import atomic_write_json, ensure_writable_dir
 from .provenance import portable
 from .scoring import SCORERS
-from .sweep import (PROFILES, dask_client, experiment_configs, iter_results, profile_params, run_configs,
-                    tuning_configs)
+from .sweep import PROFILES, dask_client, experiment_configs, iter_results, profile_params, run_configs, tuning_configs
 from .threshold import STRATEGIES
 from .train import METHODS
 
@@ -291,7 +290,8 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
     notes += " MDE 80%: the paired difference these seeds would detect with 80% power (Holm's first-step level)."
     out = P.out
     files = {
-        "accuracy": report.write_table(acc["accuracy"], out, "accuracy", f"{P.dataset}: test accuracy, BN vs selective BN", prov, notes),
+        "accuracy": report.write_table(acc["accuracy"], out, "accuracy",
+                                       f"{P.dataset}: test accuracy, BN vs selective BN", prov, notes),
         "convergence": report.write_table(
             convergence, out, "convergence", f"{P.dataset}: did every method converge?", prov,
             "Means over the evaluation seeds, each method at its selected learning rate (lr_selection). Training "
@@ -335,7 +335,8 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
         "stability": plot_stability(df, methods, {m: lab for m, (lab, _) in report.STABILITY_METRICS.items() if m != "spread"},
                                     out / "stability.png", title=f"{P.dataset}: stability metrics (lower = more stable)"),
     }
-    report.write_status(out, "ok", data_status=ds.provenance["status"], training_time_s=round(run_time, 1), runs=len(results), profile=P.profile,
+    report.write_status(out, "ok", data_status=ds.provenance["status"], training_time_s=round(run_time, 1),
+                        runs=len(results), profile=P.profile,
                         parameters=P.sweep)
     return {"accuracy": acc["accuracy"], "convergence": convergence, "stability": stab["verdicts"],
             "stability_metrics": stab["summary"], "inference": inference, "collapse": collapse,
@@ -498,7 +499,8 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     """Train ``bn`` and every reading of :data:`sbnlib.readings.READINGS` (``names``; None: all) with
     its random control at the same rate; write ``readings.csv`` / ``.md`` and ``readings.png``.
 
-    ``batch_sizes`` / ``seeds``: None takes the profile's :data:`sbnlib.readings.PLAN`. ``lr_for``: ``{(method, batch_size): lr}``;
+    ``batch_sizes`` / ``seeds``: None takes the profile's :data:`sbnlib.readings.PLAN`.
+    ``lr_for``: ``{(method, batch_size): lr}``;
     None runs (or reads the cached) learning-rate selection of the experiment (:func:`tune`). Runs
     are stored with the experiment's in ``<out>/runs/``, so the runs they share are trained once.
     """

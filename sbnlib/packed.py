@@ -324,8 +324,17 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     from .data import make_batch_plan
     from .models import build_model
     from .scoring import fit_scorer
-    from .train import (METHODS, _epoch_record, _progress, _selection, finish_record, lr_at, make_optimizer,
-                        switched_layers, training_data)
+    from .train import (
+        METHODS,
+        _epoch_record,
+        _progress,
+        _selection,
+        finish_record,
+        lr_at,
+        make_optimizer,
+        switched_layers,
+        training_data,
+    )
 
     cfgs = [c.validate() for c in cfgs]
     _check_group(cfgs)

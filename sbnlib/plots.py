@@ -65,7 +65,8 @@ def plot_benchmark_evidence(evidence: dict, batch_sizes=(), path=None, title=Non
             by_ds.setdefault(r["dataset"], []).append((r["batch_size"], d, ci if len(ci) == 2 else [d, d]))
     sizes = sorted({b for v in by_ds.values() for b, _, _ in v} | {int(b) for b in batch_sizes if b >= 1})
     rank = list(DATASET_TITLES)
-    for i, (ds, pts) in enumerate(sorted(by_ds.items(), key=lambda kv: (rank.index(kv[0]) if kv[0] in rank else len(rank), kv[0]))):
+    order = sorted(by_ds.items(), key=lambda kv: (rank.index(kv[0]) if kv[0] in rank else len(rank), kv[0]))
+    for i, (ds, pts) in enumerate(order):
         pts.sort()
         b = np.array([p[0] for p in pts], float) * (1 + 0.04 * (i - (len(by_ds) - 1) / 2))  # dodge
         d = np.array([p[1] for p in pts])

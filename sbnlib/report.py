@@ -102,7 +102,8 @@ def write_table(df: pd.DataFrame, out_dir, name: str, title: str, provenance: di
     csv = atomic_write_bytes(out_dir / f"{name}.csv", (head + df.to_csv(index=True)).encode())
     prov = "\n".join(f"- {k}: `{v}`" if k in ("parameters", "versions") else f"- {k}: {v}"
                      for k, v in provenance.items())
-    md_text = f"## {title}\n\n{notes + chr(10) + chr(10) if notes else ''}{markdown_table(df)}\n\n<details><summary>provenance</summary>\n\n{prov}\n\n</details>\n"
+    md_text = (f"## {title}\n\n{notes + chr(10) + chr(10) if notes else ''}{markdown_table(df)}\n\n"
+               f"<details><summary>provenance</summary>\n\n{prov}\n\n</details>\n")
     md = atomic_write_bytes(out_dir / f"{name}.md", md_text.encode())
     return {"csv": csv, "md": md}
 
@@ -153,7 +154,8 @@ def accuracy_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", b
 
     Per baseline: the paired difference (pp), its 95% bootstrap CI, the Holm-adjusted Wilcoxon p
     and the verdict (column ``C1 vs bn`` for BN, ``sbn vs <baseline>`` for the controls); the
-    t-test p-values are in the returned comparisons. Returns ``{"accuracy": table, "comparisons": long frame of every paired comparison}``.
+    t-test p-values are in the returned comparisons. Returns ``{"accuracy": table, "comparisons": long
+    frame of every paired comparison}``.
     """
     table = stats.accuracy_table(df, list(methods))
     frac = df[df.method == treatment].groupby("batch_size")["frac_normalized"].mean()
@@ -184,7 +186,7 @@ def stability_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", 
     counts = (df.groupby(["batch_size", "method"])["bn_transformations"].mean().unstack("method")
               .reindex(columns=[m for m in methods if m in set(df.method)]))
     comps = []
-    for metric, (label, higher) in STABILITY_METRICS.items():
+    for metric, (_, higher) in STABILITY_METRICS.items():
         if metric == "spread":
             c = stats.spread_comparison(df, treatment=treatment, baseline=baseline, n_boot=n_boot)
         else:

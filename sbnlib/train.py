@@ -42,7 +42,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from . import __version__
 from .data import load_dataset, make_batch_plan, validation_split
 from .layers import bn_counts, selective_bn, selective_layers
-from .models import MODELS, NORM_LAYERS, build_model
+from .models import MODELS, build_model
 from .provenance import portable, produced
 from .scoring import SCORERS, fit_scorer, score_batches
 from .threshold import STRATEGIES, classify_batches, fit_threshold

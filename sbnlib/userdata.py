@@ -551,7 +551,8 @@ class CsvSource(Source):
             return "empty cell", f"{where}: empty cell (missing value); fill or drop missing values, or {SKIP_HINT}"
         v = float(cell) if _is_number(cell) else None
         if v is None:
-            return "non-numeric cell", f"{where}: {cell!r} is not a number; drop the column (--label-column for one label column) or {SKIP_HINT}"
+            return "non-numeric cell", (f"{where}: {cell!r} is not a number; drop the column (--label-column for one "
+                                        f"label column) or {SKIP_HINT}")
         what = "NaN" if np.isnan(v) else "infinite value"
         return what, f"{where}: {what} ({cell.strip()!r}); remove or fill non-finite values, or {SKIP_HINT}"
 

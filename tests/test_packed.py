@@ -18,7 +18,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sbnlib.layers import selective_bn
 from sbnlib.models import build_model

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from sbnlib import data, readings as rd
+from sbnlib import data
+from sbnlib import readings as rd
 from sbnlib.assess import assess, assess_data, domain_auroc, domain_auroc_table
 from sbnlib.layers import SelectiveBatchNorm2d, selective_bn, selective_layers
 from sbnlib.models import build_model
 from sbnlib.scoring import SCORERS, fit_scorer, score_batches
-from sbnlib.train import (LATER_FIELDS, METHODS, SCOPES, TrainConfig, _selection, config_dict, config_hash,
-                          switched_layers, train)
+from sbnlib.train import LATER_FIELDS, METHODS, SCOPES, TrainConfig, _selection, config_dict, config_hash, switched_layers, train
 
 from .conftest import REPO, make_toy_dataset
 

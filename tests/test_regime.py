@@ -10,11 +10,11 @@ import pytest
 import torch
 from scipy import stats as st
 
-from sbnlib import report, train as train_mod
+from sbnlib import report
+from sbnlib import train as train_mod
 from sbnlib.data import validation_split
 from sbnlib.stats import chosen_learning_rates, min_detectable_effect, select_learning_rates
-from sbnlib.sweep import (PROFILES, SCHEMA_VERSION, experiment_configs, load_result, profile_params, result_path,
-                          tuning_configs)
+from sbnlib.sweep import PROFILES, SCHEMA_VERSION, experiment_configs, load_result, profile_params, result_path, tuning_configs
 from sbnlib.train import StepLog, TrainConfig, lr_at, train, training_data
 
 

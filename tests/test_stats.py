@@ -23,7 +23,6 @@ from sbnlib.stats import (
 )
 from sbnlib.train import StepLog
 
-
 # --------------------------------------------------------------------------- paired_comparison
 
 def test_paired_hand_example():

@@ -1,5 +1,4 @@
 """The heterogeneity stress dataset (MNIST + Fashion-MNIST, 20 classes) and the AUROC check."""
-import numpy as np
 import pytest
 import torch
 

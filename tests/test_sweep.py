@@ -4,8 +4,17 @@ import warnings
 
 import pytest
 
-from sbnlib.sweep import (ABLATION, PROFILES, SCHEMA_VERSION, experiment_configs, iter_results, load_result, profile_params,
-                          result_path, run_configs)
+from sbnlib.sweep import (
+    ABLATION,
+    PROFILES,
+    SCHEMA_VERSION,
+    experiment_configs,
+    iter_results,
+    load_result,
+    profile_params,
+    result_path,
+    run_configs,
+)
 
 
 def _tiny(**kw):

@@ -2,7 +2,6 @@
 the streaming assessment and the CLI; the report's numbers against a direct computation with
 sbnlib.scoring / sbnlib.threshold; bad files give one clear error, or are skipped and counted."""
 import json
-import os
 
 import numpy as np
 import pytest
