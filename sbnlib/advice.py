@@ -67,6 +67,16 @@ def _join(names: List[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def plural(n: int, word: str) -> str:
+    """``"1 batch"``, ``"2 batches"``, ``"1,000 epochs"``: a count with its noun in the right number."""
+    count = f"{n:,}" if isinstance(n, int) else str(n)  # counts read from a results file may be text
+    return f"{count} {word}" if n == 1 else f"{count} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+
+
+#: fewer batches than this: the threshold is fitted on too few scores for the fraction to mean much
+FEW_BATCHES = 10
+
+
 def _pct(f: float) -> str:
     if f != f:
         return "n/a"
@@ -271,8 +281,12 @@ def recommend(row: dict, ev: dict) -> dict:
                     "above the threshold: selective BN would never normalise, and BN itself is degenerate at B=1.")
     else:
         t_text = f"{t:.4g}" if np.isfinite(t) else str(t)
-        headline = (f"At batch size {b}, {_pct(f)} of the {nb:,} batches are heterogeneous (score above the "
-                    f"threshold {t_text}): selective BN would normalise those and skip BN on {_pct(1 - f)} of steps.")
+        headline = (f"At batch size {b}, {_pct(f)} of the {plural(nb, 'batch')} {'is' if nb == 1 else 'are'} heterogeneous "
+                    f"(score above the threshold {t_text}): selective BN would normalise those and skip BN on "
+                    f"{_pct(1 - f)} of steps.")
+        if nb < FEW_BATCHES:  # the threshold is fitted on these very scores: with one, it is that score
+            headline += (f" Warning: the threshold is fitted on only {plural(nb, 'score')}, so this fraction is "
+                         f"{'0% by construction' if nb == 1 else 'degenerate'}; use more data or a smaller batch size.")
     rows, near = _evidence_at(ev, b)
     out = {"batch_size": b, "headline": headline, "evidence_batch_size": near, "evidence": rows}
     if not rows:
@@ -338,7 +352,7 @@ def add_recommendations(result: dict, ev: dict) -> dict:
     for d, p in ev.get("datasets", {}).items():
         n_train = f"{p['n_train']:,}" if isinstance(p.get("n_train"), int) else p.get("n_train")
         bits = [f"{p['profile']} profile" if p.get("profile") else "", f"{n_train} training images" if n_train else "",
-                f"{p['seeds']} seeds" if p.get("seeds") else "", f"{p['epochs']} epochs" if p.get("epochs") else ""]
+                plural(p["seeds"], "seed") if p.get("seeds") else "", plural(p["epochs"], "epoch") if p.get("epochs") else ""]
         prov.append(f"{_title(d)} ({', '.join(x for x in bits if x) or 'provenance not recorded'})")
     result["summary"] = summary
     result["evidence_note"] = (
@@ -433,7 +447,8 @@ def _input_rows(result: dict) -> List[tuple]:
     for k, label in (("resize", "images"), ("channels_from", "channel count from"), ("n_classes", "classes"),
                      ("images_per_class", "images per class (min, max)"), ("n_ignored_files", "non-image files ignored"),
                      ("layout", "array layout"), ("array_key", "array key"), ("dtype", "dtype"),
-                     ("header", "CSV header"), ("label_column", "label column dropped"), ("delimiter", "CSV delimiter")):
+                     ("header", "CSV header"), ("label_column", "label column dropped"), ("delimiter", "CSV delimiter"),
+                     ("notes", "note")):
         if inp.get(k) not in (None, "", [], 0):
             rows.append((label, ", ".join(map(str, inp[k])) if isinstance(inp[k], list) else str(inp[k])))
     st = f"{inp['standardisation']}, with mean and std from a streaming first pass"
@@ -524,4 +539,5 @@ def write_html_report(result: dict, path) -> Path:
     """Write :func:`report_html` to ``path`` atomically."""
     from .io import atomic_write_bytes
 
-    return atomic_write_bytes(path, report_html(result).encode("utf-8"))
+    # text from the data (paths, messages) may hold bytes that are not UTF-8: escaped, never a failure
+    return atomic_write_bytes(path, report_html(result).encode("utf-8", "backslashreplace"))

@@ -15,7 +15,7 @@ threshold is fitted and the fraction of batches that *need BN* is reported.
 from __future__ import annotations
 
 import time
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,9 +24,22 @@ from .data import make_batch_plan
 from .scoring import FITTED, fit_scorer, get_scorer, score_batches
 from .threshold import classify_batches, fit_threshold
 
-__all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc", "domain_auroc_table"]
+__all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc", "domain_auroc_table",
+           "fitting_batch_sizes", "DEFAULT_BATCH_SIZES"]
 
 FIT_ITEMS = 10_000  # how many items of your own data a fitted scorer is fitted on (one read, bounded memory)
+DEFAULT_BATCH_SIZES = (2, 4, 8, 16, 32, 64)
+CHUNK_MB_MAX = 65536  # pass 2's chunk: at most 64 GiB of inputs at a time
+
+
+def fitting_batch_sizes(batch_sizes: List[int], n: int, what: str, fix: str, drop: bool) -> Tuple[List[int], List[int]]:
+    """``(kept, dropped)``: the batch sizes that fit ``n`` items (``what`` names them: "60 training
+    images of mnist") and those larger. Larger sizes are an error that says ``fix``, unless ``drop``
+    (the defaults, which no one asked for by size); none fitting is always an error."""
+    kept, dropped = [b for b in batch_sizes if b <= n], [b for b in batch_sizes if b > n]
+    if dropped and (not drop or not kept):
+        raise ValueError(f"batch size {dropped[0]} is larger than the {what}; {fix}")
+    return kept, dropped
 
 
 def assess(
@@ -195,12 +208,12 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
     return {b: torch.cat(parts[b]).numpy() for b in batch_sizes}
 
 
-def assess_data(data, batch_sizes: Iterable[int] = (2, 4, 8, 16, 32, 64), scorer: str = "feature_std",
+def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: str = "feature_std",
                 threshold: str = "mean", q: Optional[float] = None, rate: Optional[float] = None, seed: int = 0,
                 progress: bool = False, *, image_size: int = 32, channels: Optional[int] = None,
                 label_column=None, header: Optional[bool] = None, array_key: Optional[str] = None,
                 layout: str = "auto", skip_bad: bool = False, evidence="auto", chunk_mb: float = 64,
-                name: Optional[str] = None) -> dict:
+                name: Optional[str] = None, drop_too_big: bool = False) -> dict:
     """Feasibility assessment of your own data: "should I use BN on it?" (no training).
 
     ``data``: an image folder (``root/<class>/<image>``), a ``.npy`` / ``.npz`` / ``.csv`` path, or
@@ -210,14 +223,15 @@ def assess_data(data, batch_sizes: Iterable[int] = (2, 4, 8, 16, 32, 64), scorer
     first streaming pass, then every batch of each batch size's seeded plan is scored in chunks of
     about ``chunk_mb`` MiB of float32 inputs (pass 2), so memory stays bounded whatever the size.
     Bad items raise :class:`sbnlib.userdata.UserDataError` naming them, or, with ``skip_bad``, are
-    left out and counted in ``result["skipped"]``.
+    left out and counted in ``result["skipped"]``. A batch size larger than the usable items is an
+    error, or, with ``drop_too_big``, left out and listed in ``result["dropped_batch_sizes"]``.
 
     Returns the :func:`assess` result (one row per batch size, with score quantiles) plus
     ``input`` (what was read and how), ``skipped``, ``evidence`` (the benchmark results found under
     ``evidence``: a results folder, ``"auto"`` or ``None``) and, per batch size, a
     ``recommendation`` (:func:`recommend`).
     """
-    from .userdata import UserDataError, open_source, scan
+    from .userdata import open_source, scan
 
     t0 = time.perf_counter()
     batch_sizes = list(batch_sizes)
@@ -229,15 +243,13 @@ def assess_data(data, batch_sizes: Iterable[int] = (2, 4, 8, 16, 32, 64), scorer
     batch_sizes = [int(b) for b in batch_sizes]
     get_scorer(scorer)
     fit_threshold([0.0, 1.0], threshold, q=q, rate=rate)  # a bad strategy / q / rate: now, not after reading
-    if not chunk_mb > 0:
-        raise ValueError(f"chunk_mb must be > 0, got {chunk_mb!r}")
+    if isinstance(chunk_mb, bool) or not isinstance(chunk_mb, (int, float)) or not 0 < chunk_mb <= CHUNK_MB_MAX:
+        raise ValueError(f"chunk_mb must be a number in (0, {CHUNK_MB_MAX}], got {chunk_mb!r}")
     with open_source(data, image_size=image_size, channels=channels, label_column=label_column, header=header,
                      array_key=array_key, layout=layout, skip_bad=skip_bad, name=name) as src:
         sc = scan(src, skip_bad=skip_bad, progress=progress)
-        too_big = [b for b in batch_sizes if b > sc.n]
-        if too_big:
-            raise UserDataError(f"batch size {too_big[0]} is larger than the {sc.n} usable items of {src.name}; "
-                                "drop it or use more data")
+        batch_sizes, dropped = fitting_batch_sizes(batch_sizes, sc.n, f"{sc.n} usable items of {src.name}",
+                                                   "drop it or use more data", drop_too_big)
         scores = stream_scores(src, sc, batch_sizes, scorer, seed=seed,
                                chunk_elements=int(chunk_mb * 2**20) // 4, progress=progress)
         info = src.info()
@@ -249,7 +261,7 @@ def assess_data(data, batch_sizes: Iterable[int] = (2, 4, 8, 16, 32, 64), scorer
     info.update(n_items=sc.n_seen, n_used=sc.n, n_constant=sc.n_constant)  # items looked at, and usable
     result = {"scorer": scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom"),
               "threshold_strategy": threshold, "q": q, "rate": rate, "seed": seed, "n_samples": sc.n,
-              "batch_sizes": rows, "input": info, "skipped": sc.skipped,
+              "batch_sizes": rows, "dropped_batch_sizes": dropped, "input": info, "skipped": sc.skipped,
               "standardisation": {"mean": sc.mean.ravel().tolist()[:64], "std": sc.std.ravel().tolist()[:64],
                                   "n_constant": sc.n_constant}}
     if evidence is not None:

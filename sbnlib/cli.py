@@ -7,36 +7,66 @@ command (outputs are written atomically, and only after the work succeeded).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
+
+from .data import SEED_MAX
 
 __all__ = ["main"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+#: the most of a count option (subset sizes, batch sizes): fits every index type used
+COUNT_MAX = 2**31 - 1
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+def _int_in(lo: int, hi: int):
+    """argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"expected an integer <= {hi}, got {text!r}")
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"expected {'a positive integer' if lo == 1 else f'an integer >= {lo}'}, got {text!r}")
+        return v
+    return parse
+
+
+def _float_in(lo: float, hi: float, open_lo: bool = False):
+    """argparse type: a finite number in [lo, hi] (``(lo, hi]`` with ``open_lo``); never NaN or inf."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not (lo < v <= hi if open_lo else lo <= v <= hi):
+            raise argparse.ArgumentTypeError(f"expected a number in {'(' if open_lo else '['}{lo:g}, {hi:g}], got {text!r}")
+        return v
+    return parse
+
+
+_positive_int = _int_in(1, COUNT_MAX)
+_seed = _int_in(0, SEED_MAX)
+_fraction = _float_in(0.0, 1.0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as the one line ``error: ...`` that every other error of this command line is,
+    instead of argparse's usage block (``--help`` still prints the usage)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool = False) -> None:
     """--dataset, --data-root, --download; with ``subsets`` also --n-train, --n-test, --data-seed;
     with ``own_data`` the alternative --data PATH and its reading options."""
+    from .assess import CHUNK_MB_MAX
     from .data import dataset_names
+    from .userdata import IMAGE_SIZE_MAX
 
     if own_data:
         g = p.add_mutually_exclusive_group(required=True)
@@ -44,8 +74,8 @@ def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool 
         g.add_argument("--data", metavar="PATH", help="your own data: an image folder (root/<class>/<image>), "
                        "a .npy / .npz array file (N, ...) or a CSV file of numeric features")
         o = p.add_argument_group("reading --data")
-        o.add_argument("--image-size", type=_positive_int, default=32,
-                       help="image folders: every image is resized to SIZE x SIZE (default 32)")
+        o.add_argument("--image-size", type=_int_in(1, IMAGE_SIZE_MAX), default=32,
+                       help=f"image folders: every image is resized to SIZE x SIZE (default 32, at most {IMAGE_SIZE_MAX})")
         o.add_argument("--channels", type=int, choices=[1, 2, 3, 4], default=None,
                        help="image folders: convert every image to this many channels (default: the first image's)")
         o.add_argument("--label-column", default=None, help="CSV: a column (name or 0-based index) to drop")
@@ -57,7 +87,8 @@ def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool 
         o.add_argument("--skip-bad", action="store_true",
                        help="skip unreadable images, rows with NaN or non-numeric cells, empty classes ... "
                             "and count them in the report")
-        o.add_argument("--chunk-mb", type=float, default=64, help="pass 2 reads about this many MiB of inputs at a time")
+        o.add_argument("--chunk-mb", type=_float_in(0, CHUNK_MB_MAX, open_lo=True), default=64,
+                       help="pass 2 reads about this many MiB of inputs at a time")
     else:
         p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset name")
     p.add_argument("--data-root", default=None, help="data folder (default: $SBN_DATA_ROOT, else ./data)")
@@ -66,26 +97,28 @@ def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool 
         return
     p.add_argument("--n-train", type=_positive_int, default=None, help="stratified training subset size")
     p.add_argument("--n-test", type=_positive_int, default=None, help="stratified test subset size")
-    p.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the subsets")
+    p.add_argument("--data-seed", type=_seed, default=0, help="seed of the subsets")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .assess import DEFAULT_BATCH_SIZES
     from .models import MODELS
     from .scoring import SCORERS
     from .threshold import STRATEGIES
-    from .train import METHODS, SCOPES
+    from .train import EPOCHS_MAX, LR_RANGE, METHODS, SCOPES, THREADS_MAX
 
-    ap = argparse.ArgumentParser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
+    ap = _Parser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("assess", help="score and classify training batches (no training); should I use BN on my data?")
     _data_args(a, own_data=True)
-    a.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[2, 4, 8, 16, 32, 64])
+    a.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=None,
+                   help=f"default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}, less those larger than the data (with a note)")
     a.add_argument("--scorer", choices=sorted(SCORERS), default="feature_std")
     a.add_argument("--threshold", choices=list(STRATEGIES), default="mean")
-    a.add_argument("--q", type=float, default=None, help="quantile for --threshold quantile")
-    a.add_argument("--rate", type=float, default=None, help="fraction normalised for --threshold rate")
-    a.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the batch plans")
+    a.add_argument("--q", type=_fraction, default=None, help="quantile for --threshold quantile")
+    a.add_argument("--rate", type=_fraction, default=None, help="fraction normalised for --threshold rate")
+    a.add_argument("--seed", type=_seed, default=0, help="seed of the batch plans")
     a.add_argument("--evidence", default="auto", metavar="DIR",
                    help="results folder with the benchmark evidence (REPORT.md, <dataset>/verdicts.csv); "
                         "default: ./outputs, else the repository's outputs/")
@@ -98,28 +131,28 @@ def _parser() -> argparse.ArgumentParser:
     _data_args(t)
     t.add_argument("--method", choices=sorted(METHODS), default="sbn")
     t.add_argument("--batch-size", type=_positive_int, default=32)
-    t.add_argument("--epochs", type=_positive_int, default=1)
-    t.add_argument("--seed", type=_nonneg_int, default=0)
+    t.add_argument("--epochs", type=_int_in(1, EPOCHS_MAX), default=1)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--model", choices=sorted(MODELS), default="cnn_s")
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--lr", type=_float_in(*LR_RANGE), default=0.01)
     t.add_argument("--scorer", choices=sorted(SCORERS), default="feature_std")
     t.add_argument("--threshold", choices=list(STRATEGIES), default="mean")
-    t.add_argument("--q", type=float, default=None)
-    t.add_argument("--rate", type=float, default=None)
+    t.add_argument("--q", type=_fraction, default=None)
+    t.add_argument("--rate", type=_fraction, default=None)
     t.add_argument("--reform-batches", action="store_true", help="re-form and re-score batches every epoch")
     t.add_argument("--scope", choices=list(SCOPES), default="all",
                    help="which BN layers a selective method switches (sbnlib.train.SCOPES)")
-    t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=_int_in(1, THREADS_MAX), default=None, help="torch CPU threads")
     t.add_argument("--out", default=None, help="result JSON path (default: outputs/runs/<config hash>.json)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
 
 def _assess(args) -> int:
-    from .advice import add_recommendations, benchmark_evidence, recommendation_lines, write_html_report
-    from .assess import assess, assess_data, summary_table
-    from .io import atomic_write_json, ensure_writable_dir
+    from .advice import add_recommendations, benchmark_evidence, plural, recommendation_lines, write_html_report
+    from .assess import DEFAULT_BATCH_SIZES, assess, assess_data, fitting_batch_sizes, summary_table
+    from .io import atomic_output_set, atomic_write_json, ensure_writable_dir
     from .plots import plot_score_histograms
     from .threshold import fit_threshold
 
@@ -129,44 +162,53 @@ def _assess(args) -> int:
                                 ("--download", args.download)) if v]
         if given:
             raise ValueError(f"{', '.join(given)} apply to --dataset only; with --data every item of {args.data} is used")
-    out = ensure_writable_dir(args.out)
+    ensure_writable_dir(args.out)
+    # the default batch sizes larger than the data are dropped (with a note); sizes asked for are an error
+    drop = args.batch_sizes is None
+    sizes = list(DEFAULT_BATCH_SIZES) if drop else args.batch_sizes
     if args.data is not None:
-        result = assess_data(args.data, args.batch_sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
+        result = assess_data(args.data, sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
                              seed=args.seed, progress=True, image_size=args.image_size, channels=args.channels,
                              label_column=args.label_column, header={"auto": None, "yes": True, "no": False}[args.header],
                              array_key=args.array_key, layout=args.layout, skip_bad=args.skip_bad,
-                             evidence=args.evidence, chunk_mb=args.chunk_mb)
+                             evidence=args.evidence, chunk_mb=args.chunk_mb, drop_too_big=drop)
         name, inp = result["input"]["name"], result["input"]
-        head = (f"{args.data} ({inp['kind']}): {inp['n_used']} of {inp['n_items']} items used, item shape "
+        head = (f"{inp['path']} ({inp['kind']}): {inp['n_used']} of {plural(inp['n_items'], 'item')} used, item shape "
                 f"{'x'.join(map(str, inp['item_shape']))}, standardised {inp['standardisation']}")
     else:
         from .data import load_dataset
 
         ds = load_dataset(args.dataset, root=args.data_root, download=args.download,
                           n_train=args.n_train, n_test=args.n_test, seed=args.data_seed)
-        too_big = [b for b in args.batch_sizes if b > ds.x_train.shape[0]]
-        if too_big:
-            raise ValueError(f"batch size {too_big[0]} is larger than the {ds.x_train.shape[0]} training images "
-                             f"of {args.dataset}; drop it or raise --n-train")
+        n = ds.x_train.shape[0]
+        sizes, dropped = fitting_batch_sizes(sizes, n, f"{n} training images of {args.dataset}",
+                                             "drop it or raise --n-train", drop)
         x = ds.normalize(ds.x_train)
-        result = assess(x, args.batch_sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
+        result = assess(x, sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
                         seed=args.seed, progress=True)
-        result.update(dataset=args.dataset, data=ds.provenance)
+        result.update(dataset=args.dataset, data=ds.provenance, dropped_batch_sizes=dropped)
         add_recommendations(result, benchmark_evidence(args.evidence))
         name = args.dataset
-        head = f"{args.dataset} ({ds.provenance.get('status', '?')}), {result['n_samples']} training images"
+        head = f"{args.dataset} ({ds.provenance.get('status', '?')}), {plural(result['n_samples'], 'training image')}"
     stem = f"assess_{name}_{args.scorer}_{args.threshold}"
-    png = out / f"{stem}.png"
-    plot_score_histograms(result, png, title=f"{name}: batch heterogeneity ({args.scorer}, {args.threshold})")
-    page = write_html_report(result, out / f"{stem}.html")
-    atomic_write_json(out / f"{stem}.json", result)
+    out = Path(args.out)
+    with atomic_output_set(out, stem) as tmp:  # all three files, or none: the earlier set stays whole
+        plot_score_histograms(result, tmp / f"{stem}.png", title=f"{name}: batch heterogeneity ({args.scorer}, {args.threshold})")
+        write_html_report(result, tmp / f"{stem}.html")
+        atomic_write_json(tmp / f"{stem}.json", result)
     print(f"{head}, scorer={args.scorer}, threshold={args.threshold}")
+    if result.get("dropped_batch_sizes"):
+        print(f"note: default batch sizes {' '.join(map(str, result['dropped_batch_sizes']))} dropped: larger than "
+              f"the {plural(result['n_samples'], 'usable item')}")
+    for note in result.get("input", {}).get("notes", []):
+        print(f"note: {note}")
     sk = result.get("skipped") or {}
     if sk.get("count"):
-        print(f"skipped {sk['count']} bad items (--skip-bad): " + ", ".join(f"{k}: {v}" for k, v in sk["by_reason"].items()))
+        print(f"skipped {plural(sk['count'], 'bad item')} (--skip-bad): "
+              + ", ".join(f"{k}: {v}" for k, v in sk["by_reason"].items()))
     print(summary_table(result))
     print("\n".join(recommendation_lines(result)))
-    print(f"wrote {out / (stem + '.json')}, {png} and {page}")
+    print(f"wrote {out / (stem + '.json')}, {out / (stem + '.png')} and {out / (stem + '.html')}")
     return 0
 
 
@@ -216,6 +258,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None) -> int:
     import warnings
 
+    # a path that is not valid UTF-8 (kept by Python as surrogates) is printed escaped, never a crash
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     warnings.showwarning = _show_warning
     from .data import DataError

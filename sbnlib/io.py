@@ -4,16 +4,22 @@ A process killed between the two (SIGKILL, power loss) leaves the old file (or n
 temporary ``.<name>.<pid>-<random>.tmp`` beside it, never a partial ``<name>``; the next write of
 ``<name>`` (e.g. the resumed sweep recomputing that run) removes such leftovers, but never the
 temporary of a writer that is still running (two runs writing one folder).
+
+:func:`atomic_output_set` does the same for a set of files that belong together (a report's JSON,
+PNG and HTML): all are written into a temporary folder beside them, and moved into place only when
+every one of them was written, so a failed command leaves the earlier set as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "ensure_writable_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_output_set", "ensure_writable_dir"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -35,10 +41,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed earlier write
-        part = stale.name[len(path.name) + 2:-4]  # "<pid>-<random>": no dots, else another file's
-        if "." not in part and not _alive(part.split("-", 1)[0]):  # never a live writer's (a concurrent run)
-            stale.unlink(missing_ok=True)
+    _remove_stale(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -51,6 +54,35 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_output_set(folder, name: str):
+    """Write a set of files into ``folder`` all or nothing: yields an empty temporary folder
+    ``.<name>.<pid>-<random>.tmp`` inside ``folder`` to write them into; when the block succeeds,
+    each file is moved into ``folder`` (a rename in the same folder, which does not fail for want
+    of space), else the temporary folder is removed and ``folder`` is left as it was."""
+    folder = ensure_writable_dir(folder)
+    _remove_stale(folder, name)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}.{os.getpid()}-", suffix=".tmp"))
+    try:
+        yield tmp
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale(folder: Path, name: str) -> None:
+    """Remove the temporaries (files or folders) of ``name`` left by killed earlier writes, never
+    those of a writer that is still running (a concurrent run)."""
+    for stale in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        part = stale.name[len(name) + 2:-4]  # "<pid>-<random>": no dots, else another file's
+        if "." not in part and not _alive(part.split("-", 1)[0]):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def _alive(pid: str) -> bool:

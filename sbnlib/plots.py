@@ -25,6 +25,8 @@ def _save(fig, path):
 
 def plot_score_histograms(result: dict, path=None, title: str | None = None):
     """One histogram of batch scores per batch size, with the fitted threshold as a red line."""
+    from .advice import plural
+
     rows = result["batch_sizes"]
     cols = min(3, len(rows))
     nrows = math.ceil(len(rows) / cols)
@@ -35,7 +37,7 @@ def plot_score_histograms(result: dict, path=None, title: str | None = None):
         if np.isfinite(r["threshold"]):
             ax.axvline(r["threshold"], color="#c44e52", lw=2, label=f"threshold {r['threshold']:.3f}")
             ax.legend(fontsize=8, loc="upper right")
-        ax.set_title(f"B={r['batch_size']}: {r['frac_needs_bn']:.0%} of {r['n_batches']} batches need BN", fontsize=9)
+        ax.set_title(f"B={r['batch_size']}: {r['frac_needs_bn']:.0%} of {plural(r['n_batches'], 'batch')} need BN", fontsize=9)
         ax.set_xlabel(f"{result['scorer']} score")
         ax.set_ylabel("batches")
     for ax in list(axes.flat)[len(rows):]:

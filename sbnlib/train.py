@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .data import load_dataset, make_batch_plan, validation_split
+from .data import SEED_MAX, load_dataset, make_batch_plan, validation_split
 from .layers import bn_counts, selective_bn, selective_layers
 from .models import MODELS, build_model
 from .provenance import portable, produced
@@ -103,6 +103,11 @@ ENGINES = ("single", "packed")  # which trainer produced a record: train() or sb
 SCHEDULES = ("constant", "warmup_cosine")
 SCHEMA_VERSION = 2  # of the result record; records of another version are recomputed, never read
 STEP_POINTS = 100  # per-step series are stored as this many chunk means (metrics use the full series)
+# accepted ranges: a learning rate outside LR_RANGE overflows float32 updates or learns nothing; more
+# epochs or threads than these are a typing slip, not a run anyone waits for
+LR_RANGE = (1e-12, 100.0)
+EPOCHS_MAX = 100_000
+THREADS_MAX = 1024
 
 
 def lr_at(cfg: "TrainConfig", step: int, total_steps: int) -> float:
@@ -156,10 +161,10 @@ class TrainConfig:
     engine: str = "single"  # "single": train(); "packed": sbnlib.packed.train_packed, the seeds of a configuration together
 
     def validate(self) -> "TrainConfig":
-        def _int(name, lo=1):
+        def _int(name, lo=1, hi=2**31 - 1):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer >= {lo} and <= {hi}, got {v!r}")
 
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
@@ -191,16 +196,17 @@ class TrainConfig:
             raise ValueError(f"unknown engine {self.engine!r}; choose one of {list(ENGINES)}")
         if self.engine == "packed" and self.optimizer != "sgd":  # Adam's step count is per tensor, not per seed
             raise ValueError("engine='packed' trains with optimizer='sgd'; use engine='single' for Adam")
-        for name in ("batch_size", "epochs", "eval_batch_size", "lr_ref_batch"):
+        for name in ("batch_size", "eval_batch_size", "lr_ref_batch"):
             _int(name)
+        _int("epochs", 1, EPOCHS_MAX)
         _int("probe_points", 0)
-        _int("seed", 0)
-        _int("data_seed", 0)
+        _int("seed", 0, SEED_MAX)
+        _int("data_seed", 0, SEED_MAX)
         for name in ("n_train", "n_test"):
             if getattr(self, name) is not None:
                 _int(name)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and LR_RANGE[0] <= self.lr <= LR_RANGE[1]):
+            raise ValueError(f"lr must be a number in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}], got {self.lr!r}")
         if self.n_train is not None and self.batch_size > self.n_train:
             raise ValueError(
                 f"batch_size={self.batch_size} is larger than n_train={self.n_train}: "

@@ -6,6 +6,10 @@ A *source* reads items (images, array rows, CSV rows) as float32 arrays of one f
   reads (classes = the sorted sub-folders, images found recursively in each, in sorted order), any
   format Pillow opens. Every image is converted to the channel count of the first image (or
   ``channels``) and resized to ``image_size`` x ``image_size`` (bilinear; aspect ratio not kept).
+  Symbolic links are followed, but each real folder and file is read once: a link back into a
+  folder already walked (a loop), or a second link to a folder or file, is skipped and noted. A
+  folder that cannot be listed and a link that leads nowhere are bad entries, like an unreadable
+  image; so is an image over Pillow's pixel limit (a decompression bomb).
 * :class:`ArraySource`: an in-memory array or tensor, a ``.npy`` file or one array of a ``.npz``
   file (in place when stored uncompressed, else extracted to a temporary ``.npy`` first), shape
   ``(N, ...)``. Files are opened as memory maps for their header, shape and dtype, and read with
@@ -27,13 +31,16 @@ channel (std 0) is centred and left at 0.
 """
 from __future__ import annotations
 
+import array
 import csv
 import os
 import re
 import shutil
 import struct
 import tempfile
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -42,10 +49,14 @@ import numpy as np
 import torch
 
 __all__ = ["UserDataError", "ImageFolderSource", "ArraySource", "CsvSource", "open_source", "Scan", "scan",
-           "standardize", "read_standardized", "standardize_array", "STATS_BLOCK_ELEMENTS", "image_extensions"]
+           "standardize", "read_standardized", "standardize_array", "STATS_BLOCK_ELEMENTS", "image_extensions",
+           "IMAGE_SIZE_MAX", "printable"]
 
 #: pass 1 accumulates the statistics over blocks of about this many input values (8 MiB of float64)
 STATS_BLOCK_ELEMENTS = 2**20
+#: the largest image_size: one 4-channel image of this size is 256 MiB of float32
+IMAGE_SIZE_MAX = 4096
+F32_MAX = float(np.finfo(np.float32).max)
 
 SKIP_HINT = "pass --skip-bad to skip such items and count them in the report"
 
@@ -79,9 +90,11 @@ class Source:
     item_shape: Tuple[int, ...] = ()
     per_channel = False
     n_items: Optional[int] = None  # None: known only after pass 1 (CSV)
+    bad_entries: List[Tuple[str, str, str]] = []  # (entry, reason, message) skipped before pass 1 (skip_bad)
 
     def info(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "path": self.path, "item_shape": list(self.item_shape),
+        return {"kind": self.kind, "name": self.name, "path": None if self.path is None else printable(self.path),
+                "item_shape": list(self.item_shape),
                 "standardisation": "per channel" if self.per_channel else "per feature"}
 
     def blocks(self, block_items: int) -> Iterator[Block]:
@@ -103,6 +116,12 @@ class Source:
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "data"
+
+
+def printable(path) -> str:
+    """A path as text that can be written anywhere: bytes that are not UTF-8 (which Python keeps as
+    unencodable surrogates) become ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # ---- image folders ---------------------------------------------------------------------------
@@ -137,6 +156,23 @@ def _channels_of(img) -> int:
     return 3
 
 
+def _identity(path):
+    """(device, inode) of what ``path`` leads to: the same for every link to one folder or file."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _open_image(path):
+    """``PIL.Image.open`` that refuses, as an error, an image over Pillow's pixel limit
+    (``Image.MAX_IMAGE_PIXELS``): Pillow only warns below twice the limit, and such an image would
+    be decoded whole (a decompression bomb: a small file of gigabytes of pixels)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 class ImageFolderSource(Source):
     """``root/<class>/<image>`` as ``torchvision.datasets.ImageFolder`` reads it (see the module doc)."""
 
@@ -146,58 +182,128 @@ class ImageFolderSource(Source):
     def __init__(self, root, image_size: int = 32, channels: Optional[int] = None, skip_bad: bool = False):
         root = Path(root)
         if not root.is_dir():
-            raise UserDataError(f"{root} is not a folder")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise UserDataError(f"image_size must be a positive integer, got {image_size!r}")
+            raise UserDataError(f"{printable(root)} is not a folder")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= IMAGE_SIZE_MAX:
+            raise UserDataError(f"image_size must be an integer in [1, {IMAGE_SIZE_MAX}], got {image_size!r}")
         if channels is not None and channels not in _MODES:
             raise UserDataError(f"channels must be one of {sorted(_MODES)}, got {channels!r}")
         self.root, self.path, self.name = root, str(root), _safe_name(root.resolve().name)
-        self.image_size = image_size
+        self.image_size, self.skip_bad = image_size, skip_bad
         exts = set(image_extensions())
-        classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        try:
+            with os.scandir(root) as it:
+                top = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise UserDataError(f"{printable(root)}: cannot list the folder ({e.strerror}); fix its permissions") from None
+        classes = [e.name for e in top if e.is_dir()]
         if not classes:
-            n_flat = sum(1 for e in os.scandir(root) if e.is_file() and os.path.splitext(e.name)[1].lower() in exts)
+            n_flat = sum(1 for e in top if e.is_file() and os.path.splitext(e.name)[1].lower() in exts)
             hint = (f" (it holds {n_flat} images directly; move them into one sub-folder per class)" if n_flat else "")
-            raise UserDataError(f"{root} has no class folders: an image folder is root/<class>/<image>{hint}")
-        # the index: relative paths as fixed-width bytes, one array per folder (a million paths as
-        # Python objects would take ~60 MB more), and class labels
-        files, labels, counts, self.empty_classes, self.n_ignored = [], [], {}, [], 0
+            raise UserDataError(f"{printable(root)} has no class folders: an image folder is root/<class>/<image>{hint}")
+        # the index: relative paths as fixed-width bytes, one array per class (a million paths as
+        # Python objects would take ~60 MB more), class labels and each file's (device, inode)
+        files, labels, self.empty_classes, self.n_ignored = [], [], [], 0
+        self.bad_entries, self.links_skipped, inodes = [], {"count": 0, "examples": []}, array.array("Q")
+        # the root and the class folders are walked (only) as such: a link to one of them is a link skipped
+        seen_dirs = {_identity(root)} | {_identity(root / c) for c in classes}
         for ci, c in enumerate(classes):
-            counts[c] = 0
-            for d, _, names in sorted(os.walk(root / c, followlinks=True)):
-                rel = os.path.relpath(d, root)
-                keep = [os.fsencode(os.path.join(rel, f)) for f in sorted(names) if os.path.splitext(f)[1].lower() in exts]
-                self.n_ignored += len(names) - len(keep)
-                if keep:
-                    files.append(np.array(keep))
-                    counts[c] += len(keep)
-            labels.append(np.full(counts[c], ci, dtype=np.int32))
-            if counts[c] == 0:
-                if not skip_bad:
-                    raise UserDataError(f"empty class: {root / c} has no image files (extensions Pillow reads, "
-                                        f"e.g. .png .jpg .bmp .tif .webp); remove the folder or {SKIP_HINT}")
+            n_bad = len(self.bad_entries)
+            keep = self._index(root / c, exts, seen_dirs, inodes)
+            if keep:
+                files.append(np.array(keep))
+            labels.append(np.full(len(keep), ci, dtype=np.int32))
+            if not keep and len(self.bad_entries) == n_bad:  # empty (an unreadable one is counted already)
+                self._bad_entry(c + os.sep, "empty class folder",
+                                f"empty class: {printable(root / c)} has no image files (extensions Pillow reads, "
+                                f"e.g. .png .jpg .bmp .tif .webp); remove the folder or {SKIP_HINT}")
                 self.empty_classes.append(c)
         if not files:
-            raise UserDataError(f"{root} has no image files in its class folders {classes[:5]}")
+            raise UserDataError(f"{printable(root)} has no image files in its class folders {classes[:5]}")
         self.files, self.labels = np.concatenate(files), np.concatenate(labels)
         del files, labels
+        # each real file once: a second link (or hard link) to a file already indexed is dropped
+        _, first = np.unique(np.frombuffer(inodes, dtype=np.uint64).reshape(-1, 2), axis=0, return_index=True)
+        del inodes
+        if len(first) < len(self.files):
+            once = np.zeros(len(self.files), bool)
+            once[first] = True
+            for f in self.files[~once]:
+                self._link_skipped(os.fsdecode(f))
+            self.files, self.labels = self.files[once], self.labels[once]
         release_free_memory()
-        self.classes, self.class_counts = classes, counts
+        self.classes = classes
+        self.class_counts = dict(zip(classes, np.bincount(self.labels, minlength=len(classes)).tolist()))
         self.n_items = len(self.files)
         self.channels, self.first = channels, None
         if channels is None:  # the first readable image fixes the channel count
-            from PIL import Image
-
             for i in range(self.n_items):
                 try:
-                    with Image.open(self._abs(i)) as img:
+                    with _open_image(self._abs(i)) as img:
                         self.channels, self.first = _channels_of(img), (self._rel(i), img.mode)
                     break
                 except Exception:  # unreadable: reported by pass 1
                     continue
             if self.channels is None:
-                raise UserDataError(f"none of the {self.n_items} image files under {root} can be read by Pillow")
+                raise UserDataError(f"none of the {self.n_items} image files under {printable(root)} can be read by Pillow")
         self.item_shape = (self.channels, image_size, image_size)
+
+    def _index(self, top: Path, exts, seen_dirs: set, inodes: array.array) -> List[bytes]:
+        """The image files under the class folder ``top``, relative to the root, in sorted order;
+        their (device, inode) pairs are appended to ``inodes`` in the same order.
+
+        Links are followed, each real folder once (``seen_dirs``): a folder reached again (a loop,
+        or a second link to it) is skipped and noted. A folder that cannot be listed, or a link
+        that leads nowhere, is a bad entry (:meth:`_bad_entry`).
+        """
+        walked, stack = [], [top]
+        while stack:
+            d = stack.pop()
+            rel = os.path.relpath(d, self.root)
+            try:
+                st = os.stat(d)
+                if d is not top and (st.st_dev, st.st_ino) in seen_dirs:
+                    self._link_skipped(rel + os.sep)
+                    continue
+                seen_dirs.add((st.st_dev, st.st_ino))
+                with os.scandir(d) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                self._bad_entry(rel + os.sep, "unreadable folder", f"{printable(d)}: cannot list the folder "
+                                f"({e.strerror}); fix its permissions or {SKIP_HINT}")
+                continue
+            names, ids = [], []
+            for e in entries:
+                try:
+                    if e.is_dir():  # follows a link
+                        stack.append(Path(e.path))
+                        continue
+                    if os.path.splitext(e.name)[1].lower() not in exts:
+                        self.n_ignored += 1
+                        continue
+                    # a plain file's inode comes with the folder listing; only a link needs a stat
+                    ids.append(_identity(e.path) if e.is_symlink() else (st.st_dev, e.inode()))
+                    names.append(e.name)
+                except OSError as err:  # a link that leads nowhere (or into a loop of links)
+                    self._bad_entry(os.path.join(rel, e.name), "broken link", f"{printable(e.path)}: a link that leads "
+                                    f"to no file ({err.strerror}); remove it or {SKIP_HINT}")
+            walked.append((rel, names, ids))
+        keep = []
+        for rel, names, ids in sorted(walked, key=lambda w: w[0]):
+            keep += [os.fsencode(os.path.join(rel, f)) for f in names]
+            for dev, ino in ids:
+                inodes.extend((dev, ino))
+        return keep
+
+    def _bad_entry(self, item: str, reason: str, message: str) -> None:
+        """An entry of the folder that cannot be indexed: an error, or skipped and counted (``skip_bad``)."""
+        if not self.skip_bad:
+            raise UserDataError(message, reason)
+        self.bad_entries.append((printable(item), reason, message))
+
+    def _link_skipped(self, item: str) -> None:
+        self.links_skipped["count"] += 1
+        if len(self.links_skipped["examples"]) < 20:
+            self.links_skipped["examples"].append(printable(item))
 
     def _rel(self, i) -> str:
         return os.fsdecode(self.files[i])
@@ -210,25 +316,31 @@ class ImageFolderSource(Source):
         d = super().info()
         d.update(image_size=self.image_size, channels=self.channels, n_items=self.n_items,
                  n_classes=len(self.classes), images_per_class=[min(counts), max(counts)],
-                 empty_classes=self.empty_classes, n_ignored_files=self.n_ignored,
-                 channels_from=(f"first image {self.first[0]} (mode {self.first[1]})" if self.first else "channels option"),
+                 empty_classes=self.empty_classes, n_ignored_files=self.n_ignored, links_skipped=self.links_skipped,
+                 channels_from=(f"first image {printable(self.first[0])} (mode {self.first[1]})" if self.first
+                                else "channels option"),
                  resize=f"every image resized to {self.image_size}x{self.image_size} (bilinear, aspect ratio not kept)")
+        n = self.links_skipped["count"]
+        if n:
+            d["notes"] = [f"{n} entr{'y' if n == 1 else 'ies'} of {printable(self.path)} skipped as reached a second time "
+                          f"through a link (a loop, or two links to one folder or file), e.g. "
+                          f"{', '.join(self.links_skipped['examples'][:3])}; each real file is read once"]
         return d
 
     def _load(self, i) -> np.ndarray:
         """Image ``i`` as float32 (C, S, S); raises UserDataError naming the file."""
         from PIL import Image
 
-        where = self._abs(i)  # the folder as the user gave it, then the image's path in it
+        where = printable(self._abs(i))  # the folder as the user gave it, then the image's path in it
         try:
-            with Image.open(self._abs(i)) as img:
+            with _open_image(self._abs(i)) as img:
                 img.load()
                 c = _channels_of(img)
                 if self.first is not None and c != self.channels:  # channel count fixed by the first image
                     raise UserDataError(
                         f"{where}: mixed channel counts: it has {c} (mode {img.mode}) but the first image "
-                        f"{os.path.join(self.path, self.first[0])} has {self.channels} (mode {self.first[1]}); pass --channels "
-                        f"{self.channels} or {c} to convert every image to that count, or {SKIP_HINT}",
+                        f"{printable(os.path.join(self.path, self.first[0]))} has {self.channels} (mode {self.first[1]}); "
+                        f"pass --channels {self.channels} or {c} to convert every image to that count, or {SKIP_HINT}",
                         reason="mixed channel counts")
                 if self.channels == 1 and img.mode in _ONE_BAND and img.mode not in ("1", "L"):
                     img = img.convert("F")  # 16/32-bit grey: keep the depth
@@ -237,8 +349,12 @@ class ImageFolderSource(Source):
                 if img.size != (self.image_size, self.image_size):
                     img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
                 a = np.asarray(img, dtype=np.float32)
+            if not np.isfinite(a).all():  # a floating-point image (TIFF) with NaN or infinite pixels
+                raise UserDataError(f"{where}: NaN or infinite pixel values; {SKIP_HINT}", reason="non-finite pixels")
         except UserDataError:
             raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise UserDataError(f"{where}: image too large ({e}); shrink it, or {SKIP_HINT}", reason="image too large") from None
         except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError (truncated), ...
             msg = str(e).replace(f"'{where}'", "").replace(where, "").replace("\n", " ").strip()
             raise UserDataError(f"{where}: unreadable image ({type(e).__name__}{': ' + msg if msg else ''}); {SKIP_HINT}",
@@ -253,7 +369,7 @@ class ImageFolderSource(Source):
                     xs.append(self._load(i))
                     ids.append(i)
                 except UserDataError as e:
-                    bad.append((self._rel(i), e.reason, str(e)))
+                    bad.append((printable(self._rel(i)), e.reason, str(e)))
             x = np.stack(xs) if xs else np.zeros((0, *self.item_shape), np.float32)
             yield np.array(ids, dtype=np.int64), x, bad
 
@@ -311,15 +427,22 @@ def _npz_member(path: Path, key: Optional[str]):
                                     "choose one with --array-key NAME")
         if key not in keys:
             raise UserDataError(f"{path.name} has no array {key!r}; it holds {', '.join(keys[:10])}")
-        info = zf.getinfo(key + ".npy")
-        with zf.open(info) as m:
-            version = np.lib.format.read_magic(m)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(m)
-            header_len = m.tell()
+        info, label = zf.getinfo(key + ".npy"), f"{path.name}[{key!r}]"
+        try:
+            with zf.open(info) as m:
+                version = np.lib.format.read_magic(m)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(m)
+                header_len = m.tell()
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
+            raise UserDataError(f"{label}: not a readable .npy member ({e}); save the array again") from None
         if dtype.hasobject:
-            raise UserDataError(f"{path.name}[{key!r}] is an object array; save numbers (e.g. float32)")
+            raise UserDataError(f"{label} is an object array; save numbers (e.g. float32)")
+        size = header_len + int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python ints: no overflow
         order = "F" if fortran else "C"
+        if info.file_size != size:  # the zip's size and the array header's disagree: damaged or forged
+            raise UserDataError(f"{label}: the member is {info.file_size:,} bytes but its header describes "
+                                f"{size:,}; the file is damaged, save the array again")
         if info.compress_type == zipfile.ZIP_STORED:  # memory-map it in place
             with open(path, "rb") as f:
                 f.seek(info.header_offset)
@@ -329,11 +452,24 @@ def _npz_member(path: Path, key: Optional[str]):
             if int(np.prod(shape)) == 0:
                 return np.zeros(shape, dtype), key, None
             return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order), key, None
-        tmp = tempfile.mkdtemp(prefix="sbn-npz-")  # compressed: extract (streaming) to a .npy and map that
-        target = Path(tmp) / "member.npy"
-        with zf.open(info) as m, open(target, "wb") as f:
-            shutil.copyfileobj(m, f, 1 << 22)
-        return np.load(target, mmap_mode="r"), key, tmp
+        # compressed: extracted (streaming) to a temporary .npy that is mapped; its size is known from
+        # the header, so a member that would not fit (or a decompression bomb) is refused before
+        tmp = tempfile.mkdtemp(prefix="sbn-npz-")
+        try:
+            free = shutil.disk_usage(tmp).free
+            if size > free:
+                raise UserDataError(f"{label}: extracting this compressed array needs {size:,} bytes in {tmp}, "
+                                    f"{free:,} are free; store it uncompressed (np.savez, or a .npy file) or set TMPDIR")
+            target = Path(tmp) / "member.npy"
+            try:
+                with zf.open(info) as m, open(target, "wb") as f:
+                    shutil.copyfileobj(m, f, 1 << 22)  # zipfile stops at file_size and checks the CRC
+            except (EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise UserDataError(f"{label}: the compressed data is damaged ({e}); save the array again") from None
+            return np.load(target, mmap_mode="r"), key, tmp
+        except BaseException:  # a member refused or damaged: its temporary goes with it
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 class ArraySource(Source):
@@ -349,6 +485,13 @@ class ArraySource(Source):
 
     def __init__(self, data, array_key: Optional[str] = None, layout: str = "auto", name: Optional[str] = None):
         self._tmp = None
+        try:
+            self._open(data, array_key, layout, name)
+        except BaseException:  # e.g. an extracted .npz member that is then refused: remove its temporary
+            self.close()
+            raise
+
+    def _open(self, data, array_key, layout, name) -> None:
         if isinstance(data, (str, os.PathLike)):
             p = Path(data)
             self.path, self.name = str(p), _safe_name(p.stem)
@@ -382,6 +525,9 @@ class ArraySource(Source):
         if arr.ndim < 2 or arr.shape[0] == 0:
             raise UserDataError(f"{label}: expected shape (N, features...) with N >= 1, got {arr.shape}; "
                                 "for one feature per sample reshape to (N, 1)")
+        if 0 in arr.shape[1:]:
+            raise UserDataError(f"{label}: items of shape {arr.shape[1:]} hold no values (an axis of length 0); "
+                                "save an array of shape (N, features...) with every axis >= 1")
         if layout not in ("auto", "nchw", "nhwc"):
             raise UserDataError(f"layout must be auto, nchw or nhwc, got {layout!r}")
         self.nhwc = False
@@ -410,7 +556,8 @@ class ArraySource(Source):
         return d
 
     def _convert(self, a: np.ndarray) -> np.ndarray:
-        a = np.asarray(a, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf: reported by blocks()
+            a = np.asarray(a, dtype=np.float32)
         if self.arr.ndim == 3:
             a = a[:, None]
         elif self.nhwc:
@@ -418,10 +565,11 @@ class ArraySource(Source):
         return np.ascontiguousarray(a)
 
     def _where(self, row: int, a: np.ndarray) -> str:
-        """'row 17, column 3' for a 2-D array, 'row 17 (element [17, 0, 4, 5])' otherwise."""
-        bad = np.argwhere(~np.isfinite(np.asarray(a, dtype=np.float64)))[0]
+        """'NaN at row 17, column 3' for a 2-D array, 'NaN at row 17 (element [17, 0, 4, 5])' otherwise."""
+        with np.errstate(over="ignore"):
+            bad = np.argwhere(~np.isfinite(np.asarray(a, dtype=np.float32)))[0]
         v = a[tuple(bad)]
-        what = "NaN" if np.isnan(v) else "infinite value"
+        what = "NaN" if np.isnan(v) else "infinite value" if np.isinf(v) else "value beyond float32's range"
         pos = f"column {bad[0]}" if a.ndim == 1 else "element [" + ", ".join(str(i) for i in (row, *bad)) + "]"
         return f"{what} at row {row}, {pos}" if a.ndim == 1 else f"{what} at row {row} ({pos})"
 
@@ -445,16 +593,16 @@ class ArraySource(Source):
         for start in range(0, self.n_items, block_items):
             stop = min(start + block_items, self.n_items)
             raw, ids = self._rows(slice(start, stop)), np.arange(start, stop, dtype=np.int64)
-            bad = []
-            if floating:
-                ok = np.isfinite(raw.reshape(raw.shape[0], -1)).all(axis=1)
+            x, bad = self._convert(raw), []
+            if floating:  # NaN, inf, or a float64 beyond float32's range (inf once converted)
+                ok = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
                 if not ok.all():
                     for r in np.flatnonzero(~ok):
                         where = self._where(start + int(r), raw[r])
                         bad.append((f"row {start + int(r)}", where.split(" at ")[0],
-                                    f"{self.label}: {where}; remove or fill non-finite values, or {SKIP_HINT}"))
-                    ids, raw = ids[ok], raw[ok]
-            yield ids, self._convert(raw), bad
+                                    f"{self.label}: {where}; remove, fill or rescale such values, or {SKIP_HINT}"))
+                    ids, x = ids[ok], x[ok]
+            yield ids, x, bad
 
     def read(self, ids: np.ndarray) -> np.ndarray:
         return self._convert(self._rows(np.asarray(ids, dtype=np.int64)))
@@ -472,6 +620,14 @@ def _is_number(text: str) -> bool:
     try:
         float(text)
         return True
+    except ValueError:
+        return False
+
+
+def _cell_ok(text: str) -> bool:
+    """A number that float32 holds: not NaN, not infinite, not beyond float32's range."""
+    try:
+        return abs(float(text)) <= F32_MAX  # False for NaN
     except ValueError:
         return False
 
@@ -501,7 +657,7 @@ class CsvSource(Source):
         except csv.Error:
             self.dialect = csv.excel
         with open(p, newline="", encoding="utf-8-sig") as f:
-            first = next((r for r in csv.reader(f, self.dialect) if any(c.strip() for c in r)), None)
+            first = next((r for r in self._rows(csv.reader(f, self.dialect)) if any(c.strip() for c in r)), None)
         if first is None:
             raise UserDataError(f"{p.name} has no rows")
         self.n_cols = len(first)
@@ -553,8 +709,8 @@ class CsvSource(Source):
         if v is None:
             return "non-numeric cell", (f"{where}: {cell!r} is not a number; drop the column (--label-column for one "
                                         f"label column) or {SKIP_HINT}")
-        what = "NaN" if np.isnan(v) else "infinite value"
-        return what, f"{where}: {what} ({cell.strip()!r}); remove or fill non-finite values, or {SKIP_HINT}"
+        what = "NaN" if np.isnan(v) else "infinite value" if np.isinf(v) else "value beyond float32's range"
+        return what, f"{where}: {what} ({cell.strip()[:40]!r}); remove, fill or rescale such values, or {SKIP_HINT}"
 
     def _rows(self, reader):
         """The reader's rows; a file that is not UTF-8 text or not CSV is one clear error."""
@@ -587,11 +743,11 @@ class CsvSource(Source):
                     continue
                 try:
                     vals = [float(row[j]) for j in keep]
-                    ok = all(v - v == 0.0 for v in vals)  # False for NaN and +-inf
+                    ok = all(abs(v) <= F32_MAX for v in vals)  # False for NaN, +-inf and beyond float32
                 except ValueError:
                     ok = False
                 if not ok:
-                    j = next(j for j in keep if not _is_number(row[j]) or not np.isfinite(float(row[j])))
+                    j = next(j for j in keep if not _cell_ok(row[j]))
                     reason, msg = self._cell_error(line, row_no, j, row[j])
                     bad.append((f"line {line}", reason, msg))
                     continue
@@ -701,23 +857,26 @@ def scan(source: Source, skip_bad: bool = False, progress: bool = False) -> Scan
 
     mom = _Moments(source.per_channel)
     ids, by_reason, examples, n_seen = [], {}, [], 0
-    for c in getattr(source, "empty_classes", []):
-        by_reason["empty class folder"] = by_reason.get("empty class folder", 0) + 1
-        examples.append({"item": c + os.sep, "reason": "empty class folder"})
     total = source.n_items if source.n_items is not None else getattr(source, "n_lines", None)
     bar = tqdm(total=total, desc=f"pass 1 of 2: reading {source.name} (mean/std)", unit="item",
                disable=not progress, mininterval=0.5)
+
+    def count_bad(bad):
+        for item, reason, message in bad:
+            if not skip_bad:
+                raise UserDataError(message, reason)
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+            if len(examples) < 20:
+                examples.append({"item": item, "reason": message})
+
+    count_bad(source.bad_entries)  # found while indexing (folders, links): not items
     try:
         for block_ids, x, bad in source.blocks(stats_block_items(source.item_shape)):
-            for item, reason, message in bad:
-                if not skip_bad:
-                    raise UserDataError(message, reason)
-                by_reason[reason] = by_reason.get(reason, 0) + 1
-                if len(examples) < 20:
-                    examples.append({"item": item, "reason": message})
-            if x.shape[0] and not np.isfinite(x).all():  # e.g. a float image or an integer overflow
+            count_bad(bad)
+            if x.shape[0] and not np.isfinite(x).all():  # the sources report these by name; a last guard
                 r = int(np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(1))[0])
-                raise UserDataError(f"{source.name}: item {int(block_ids[r])} has non-finite values after conversion")
+                raise UserDataError(f"{printable(source.path or source.name)}: item {int(block_ids[r])} has "
+                                    "non-finite values after conversion to float32")
             mom.update(x)
             ids.append(block_ids)
             n_seen += len(block_ids) + len(bad)

@@ -185,7 +185,7 @@ def test_unreadable_image_and_skip_bad(tmp_path, capsys):
     assert not out.exists() or not list(out.iterdir())
     rc, stdout, _ = run_cli(["--data", tmp_path / "imgs", "--image-size", 8, "--batch-sizes", 4, 8,
                              "--skip-bad", "--out", out], capsys)
-    assert rc == 0 and "skipped 1 bad items" in stdout
+    assert rc == 0 and "skipped 1 bad item (--skip-bad)" in stdout
     res = json.loads((out / "assess_imgs_feature_std_mean.json").read_text())
     assert res["skipped"]["count"] == 1 and res["skipped"]["by_reason"] == {"unreadable image": 1}
     assert res["input"]["n_items"] == 31 and res["input"]["n_used"] == 30 and res["input"]["n_ignored_files"] == 1
