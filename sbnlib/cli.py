@@ -30,7 +30,8 @@ def _int_in(lo: int, hi: int):
         if v is not None and v > hi:
             raise argparse.ArgumentTypeError(f"expected an integer <= {hi}, got {text!r}")
         if v is None or v < lo:
-            raise argparse.ArgumentTypeError(f"expected {'a positive integer' if lo == 1 else f'an integer >= {lo}'}, got {text!r}")
+            what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
     return parse
 

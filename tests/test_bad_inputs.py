@@ -4,12 +4,18 @@ Every case must fail with a non-zero exit (or the documented exception), one cle
 names the problem, no Python traceback, and leave earlier outputs alone: a sentinel file planted
 where the command would write keeps its bytes and its mtime, and nothing new appears beside it.
 """
+import io
+import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sbnlib.experiment import ParameterError, feasibility, resolve_params
@@ -264,3 +270,303 @@ def test_papermill_bad_parameter_stops_the_notebook_at_its_parameters(tmp_path):
     assert e.value.ename == "ParameterError"
     assert "batch_sizes" in e.value.evalue and "'four'" in e.value.evalue
     assert snapshot(out) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile inputs (issue 14), in-process: each case builds its input in tmp_path; the command must
+# end with exit 2 and exactly one line "error: ..." that names the file (and row / item), no
+# traceback, the earlier output set (JSON, PNG, HTML) untouched and no temporary left anywhere
+# ---------------------------------------------------------------------------------------------
+
+def _images(folder: Path, n=4, size=8, mode="RGB"):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(folder)))
+    for i in range(n):
+        Image.fromarray((rng.uniform(0, 255, (size, size, 3))).astype(np.uint8)).convert(mode).save(folder / f"{i}.png")
+
+
+def _image_folder(tmp):
+    for c in ("ant", "bee"):
+        _images(tmp / "imgs" / c)
+    return tmp / "imgs"
+
+
+def _zip_with_member(path: Path, member: str, data: bytes, compress=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compress) as z:
+        z.writestr(member, data)
+
+
+def _npy_bytes(a) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _damaged_npz(tmp):
+    p = tmp / "feat.npz"
+    np.savez_compressed(p, x=np.random.default_rng(0).random((50, 4)))
+    b = bytearray(p.read_bytes())
+    b[80:120] = bytes(40)  # inside the compressed member
+    p.write_bytes(bytes(b))
+    return p
+
+
+def _forged_npz(tmp):
+    """A member whose zip entry says more bytes than its .npy header describes (a bomb in disguise)."""
+    p = tmp / "feat.npz"
+    _zip_with_member(p, "x.npy", _npy_bytes(np.zeros((4, 3), np.float32)) + bytes(10_000))
+    return p
+
+
+def _big_npz(tmp, monkeypatch):
+    p = tmp / "feat.npz"
+    np.savez_compressed(p, x=np.zeros((1000, 100), np.float32))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 1000, 1000))
+    return p
+
+
+def _file(name, write):
+    def build(tmp):
+        p = tmp / name
+        write(p)
+        return p
+    return build
+
+
+def _csv(text):
+    return _file("table.csv", lambda p: p.write_text(text))
+
+
+def _npy(a):
+    return _file("feat.npy", lambda p: np.save(p, a))
+
+
+def _unreadable_subfolder(tmp, monkeypatch):
+    root = _image_folder(tmp)
+    _images(root / "bee" / "locked")
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):  # as a folder without read permission (tests may run as root)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    return root
+
+
+def _broken_link(tmp):
+    root = _image_folder(tmp)
+    (root / "ant" / "gone.png").symlink_to(tmp / "nowhere.png")
+    return root
+
+
+def _bomb_image(tmp, monkeypatch):
+    from PIL import Image
+
+    root = _image_folder(tmp)
+    _images(root / "bee", n=1, size=40)  # 1,600 pixels: over the (lowered) limit of 1,000
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    return root
+
+
+def _cifar_bomb(tmp):
+    """A CIFAR batch whose labels are 30 references to a list of 30 references ... (30**6 labels once converted)."""
+    make_cifar10_layout(tmp / "cifar")
+    labels = [0] * 30
+    for _ in range(5):
+        labels = [labels] * 30
+    dump(tmp / "cifar" / "cifar-10-batches-py" / "data_batch_1",
+         {"batch_label": "x", "data": np.zeros((4, 3072), np.uint8), "labels": labels, "filenames": ["x"] * 4})
+    return tmp / "cifar"
+
+
+# id, build(tmp[, monkeypatch]) -> the data path, argv ({data} filled in), words of the error line ({data})
+HOSTILE = [
+    ("unreadable subfolder", _unreadable_subfolder, "assess --data {data}",
+     ["{data}/bee/locked", "cannot list the folder", "Permission denied", "--skip-bad"]),
+    ("broken link", _broken_link, "assess --data {data}", ["{data}/ant/gone.png", "leads to no file", "--skip-bad"]),
+    ("decompression bomb", _bomb_image, "assess --data {data}",
+     ["{data}/bee/0.png", "image too large", "exceeds limit", "--skip-bad"]),
+    ("items of no values", _npy(np.zeros((10, 0))), "assess --data {data}", ["feat.npy", "(0,)", "hold no values"]),
+    ("no items", _npy(np.zeros((0, 3))), "assess --data {data}", ["feat.npy", "N >= 1", "(0, 3)"]),
+    ("a scalar array", _npy(np.float64(3)), "assess --data {data}", ["feat.npy", "got ()"]),
+    ("an object array", _file("feat.npz", lambda p: np.savez(p, x=np.array([{}, 1], dtype=object))),
+     "assess --data {data}", ["feat.npz['x']", "object array"]),
+    ("float64 beyond float32", _npy(np.array([[1.0, 2.0], [3.0, 1e300]] * 3)), "assess --data {data}",
+     ["feat.npy", "beyond float32's range", "row 1, column 1"]),
+    ("image array beyond float32", _npy(np.full((4, 1, 2, 2), -1e40)), "assess --data {data}",
+     ["feat.npy", "beyond float32's range", "row 0 (element [0, 0, 0, 0])"]),
+    ("CSV cell beyond float32", _csv("a,b\n1,2\n3,-4e38\n5,6\n"), "assess --data {data} --batch-sizes 2",
+     ["table.csv line 3 (data row 2), column 2 ('b')", "beyond float32's range", "'-4e38'"]),
+    ("huge CSV field in the first row", _csv("a," + "9" * 200_000 + "\n1,2\n"), "assess --data {data}",
+     ["table.csv line 1", "field larger than field limit"]),
+    ("huge CSV field in a later row", _csv("a,b\n1,2\n3," + "9" * 200_000 + "\n"), "assess --data {data}",
+     ["table.csv line 3", "field larger than field limit"]),
+    ("damaged .npz member", _damaged_npz, "assess --data {data}", ["feat.npz['x']"]),
+    ("not a zip file", _file("feat.npz", lambda p: p.write_bytes(b"PK\x03\x04 no zip")), "assess --data {data}",
+     ["feat.npz", "not a readable .npz file"]),
+    ("forged .npz member size", _forged_npz, "assess --data {data}",
+     ["feat.npz['x']", "10,", "bytes but its header describes"]),
+    (".npz member larger than the free space", _big_npz, "assess --data {data}",
+     ["feat.npz['x']", "needs 400,128 bytes", "1,000 are free", "np.savez"]),
+    ("truncated .npy", _file("feat.npy", lambda p: p.write_bytes(_npy_bytes(np.zeros((100, 4)))[:300])),
+     "assess --data {data}", ["feat.npy"]),
+    ("CIFAR labels that explode", _cifar_bomb, "check-data --dataset cifar10 --data-root {data}",
+     ["{data}/cifar-10-batches-py/data_batch_1", "referenced twice"]),
+    ("batch size beyond the data", _image_folder, "assess --data {data} --batch-sizes 2 9",
+     ["batch size 9", "larger than the 8 usable items"]),
+    # option values: finite and in range, else one error line naming the option and the value
+    ("chunk-mb inf", _image_folder, "assess --data {data} --chunk-mb inf", ["--chunk-mb", "'inf'"]),
+    ("chunk-mb nan", _image_folder, "assess --data {data} --chunk-mb nan", ["--chunk-mb", "'nan'"]),
+    ("chunk-mb 0", _image_folder, "assess --data {data} --chunk-mb 0", ["--chunk-mb", "(0, 65536]", "'0'"]),
+    ("image-size 0", _image_folder, "assess --data {data} --image-size 0", ["--image-size", "'0'"]),
+    ("image-size huge", _image_folder, "assess --data {data} --image-size 100000", ["--image-size", "<= 4096"]),
+    ("q nan", _image_folder, "assess --data {data} --threshold quantile --q nan", ["--q", "[0, 1]", "'nan'"]),
+    ("rate inf", _image_folder, "assess --data {data} --threshold rate --rate inf", ["--rate", "'inf'"]),
+    ("seed beyond the seedable range", _image_folder, "assess --data {data} --seed 4294967296",
+     ["--seed", "<= 4294967295"]),
+    ("batch size beyond any index", _image_folder, "assess --data {data} --batch-sizes 2 " + "9" * 40,
+     ["--batch-sizes", "<= 2147483647"]),
+    ("channels 5", _image_folder, "assess --data {data} --channels 5", ["--channels", "invalid choice: 5"]),
+    ("train seed beyond the seedable range", _image_folder, "train --dataset mnist --seed 18446744073709551616",
+     ["--seed", "<= 4294967295"]),
+    ("train data-seed negative", _image_folder, "train --dataset mnist --data-seed -1", ["--data-seed", "'-1'"]),
+    ("absurd learning rate", _image_folder, "train --dataset mnist --lr 1e300", ["--lr", "'1e300'"]),
+    ("learning rate nan", _image_folder, "train --dataset mnist --lr nan", ["--lr", "'nan'"]),
+    ("learning rate 0", _image_folder, "train --dataset mnist --lr 0", ["--lr", "'0'"]),
+    ("epochs beyond reason", _image_folder, "train --dataset mnist --epochs 1000000000", ["--epochs", "<= 100000"]),
+    ("threads 0", _image_folder, "train --dataset mnist --threads 0", ["--threads", "'0'"]),
+    ("n-train beyond any index", _image_folder, "train --dataset mnist --n-train 1e9", ["--n-train", "'1e9'"]),
+]
+
+
+def run_main(argv, capsys):
+    """``python -m sbnlib ARGV`` in this process: (exit status, stdout, stderr)."""
+    from sbnlib.cli import main
+
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        rc = e.code
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+@pytest.fixture
+def earlier_set(tmp_path, monkeypatch):
+    """``out/`` holding an earlier assessment's JSON, PNG and HTML; temporaries go to ``tmp/``."""
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    for stem in ("imgs", "feat", "table"):
+        for ext in ("json", "png", "html"):
+            plant(out / f"assess_{stem}_feature_std_mean.{ext}")
+    return out, tmp
+
+
+@pytest.mark.parametrize("build,argv,words", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_hostile_input_is_one_error_line(build, argv, words, tmp_path, earlier_set, monkeypatch, capsys):
+    out, tmp = earlier_set
+    data = build(tmp_path, monkeypatch) if "monkeypatch" in build.__code__.co_varnames else build(tmp_path)
+    before = snapshot(out)
+    monkeypatch.setenv("SBN_DATA_ROOT", str(tmp_path / "nowhere"))  # never the real data
+    argv = argv.format(data=data).split() + (["--out", str(out), "--evidence", "none"] if "assess" in argv else [])
+    if argv[0] == "train":
+        argv += ["--out", str(out / "r.json")]
+    rc, stdout, stderr = run_main(argv, capsys)
+    assert rc == 2, (rc, stdout, stderr)
+    lines = [l for l in stderr.splitlines() if "error" in l.lower()]  # besides, at most a progress bar
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr and "warning" not in stderr
+    for w in words:
+        assert w.format(data=data) in lines[0], f"{w!r} not in {lines[0]}"
+    assert snapshot(out) == before  # the earlier output set, unchanged, and nothing new beside it
+    assert not list(tmp.iterdir()), "a temporary was left behind"
+
+
+def test_skip_bad_counts_unreadable_folders_broken_links_and_bombs(tmp_path, earlier_set, monkeypatch, capsys):
+    root = _unreadable_subfolder(tmp_path, monkeypatch)
+    (root / "ant" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    _images(root / "ant" / "big", n=1, size=40)
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    out, _ = earlier_set
+    rc, stdout, stderr = run_main(["assess", "--data", str(root), "--skip-bad", "--batch-sizes", "2", "--out", str(out),
+                                   "--evidence", "none"], capsys)
+    assert rc == 0, stderr
+    res = json.loads((out / "assess_imgs_feature_std_mean.json").read_text())
+    assert res["skipped"]["by_reason"] == {"unreadable folder": 1, "broken link": 1, "image too large": 1}
+    assert res["input"]["n_used"] == 8
+    assert "skipped 3 bad items (--skip-bad)" in stdout
+    assert "warning" not in stderr  # Pillow's DecompressionBombWarning is the error, not a stray line
+
+
+def test_symlink_loops_and_second_links_are_read_once_and_noted(tmp_path, earlier_set, capsys):
+    root = _image_folder(tmp_path)
+    (root / "ant" / "loop").symlink_to("..")  # back to the root: would walk every class again, forever
+    (root / "ant" / "again").symlink_to(root / "bee")  # a link to another class folder
+    (root / "bee" / "twin.png").symlink_to(root / "ant" / "0.png")  # a second link to one file
+    outside = tmp_path / "elsewhere"
+    _images(outside, n=2)
+    (root / "bee" / "more").symlink_to(outside)  # a link to a folder outside: followed
+    out, _ = earlier_set
+    rc, stdout, stderr = run_main(["assess", "--data", str(root), "--batch-sizes", "2", "--out", str(out),
+                                   "--evidence", "none"], capsys)
+    assert rc == 0, stderr
+    res = json.loads((out / "assess_imgs_feature_std_mean.json").read_text())
+    assert res["input"]["n_used"] == 10  # 4 + 4 + the 2 outside, each once
+    assert res["input"]["images_per_class"] == [4, 6]
+    assert res["input"]["links_skipped"]["count"] == 3
+    assert sorted(res["input"]["links_skipped"]["examples"]) == ["ant/again/", "ant/loop/", "bee/twin.png"]
+    assert "note: 3 entries of" in stdout and "each real file is read once" in stdout
+
+
+def test_small_folder_drops_default_batch_sizes_with_a_note_and_warns_about_one_batch(tmp_path, earlier_set, capsys):
+    root = _image_folder(tmp_path)  # 8 images: default sizes 16, 32 and 64 cannot be formed
+    out, _ = earlier_set
+    rc, stdout, stderr = run_main(["assess", "--data", str(root), "--out", str(out), "--evidence", "none"], capsys)
+    assert rc == 0, stderr
+    assert "note: default batch sizes 16 32 64 dropped: larger than the 8 usable items" in stdout
+    res = json.loads((out / "assess_imgs_feature_std_mean.json").read_text())
+    assert [r["batch_size"] for r in res["batch_sizes"]] == [2, 4, 8] and res["dropped_batch_sizes"] == [16, 32, 64]
+    at8 = res["batch_sizes"][2]["recommendation"]["headline"]
+    assert "of the 1 batch is heterogeneous" in at8 and "fitted on only 1 score" in at8 and "0% by construction" in at8
+    assert "1 batches" not in stdout and "1 scores" not in stdout
+
+
+def test_a_path_that_is_not_utf8_is_read_and_written_escaped(tmp_path, earlier_set, capsys):
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/imgs_\xff"))
+    for c in ("ant", "bee"):
+        _images(root / c)
+    out, _ = earlier_set
+    rc, stdout, stderr = run_main(["assess", "--data", str(root), "--batch-sizes", "2", "--out", str(out),
+                                   "--evidence", "none"], capsys)
+    assert rc == 0, stderr
+    res = json.loads((out / "assess_imgs_feature_std_mean.json").read_text())
+    assert res["input"]["path"].endswith("imgs_\\xff")
+    assert "imgs_\\xff" in (out / "assess_imgs_feature_std_mean.html").read_text(encoding="utf-8")
+    assert (out / "assess_imgs_feature_std_mean.png").read_bytes() != SENTINEL
+
+
+def test_pickle_checks_refuse_hash_bombs_and_deep_nesting_before_building_anything():
+    from sbnlib.data import safe_pickle_load
+
+    # {t60: 1} with t0 = (0,), t(i+1) = (ti, ti): 130 bytes, but hashing t60 takes 2**60 steps
+    ops = [b"\x80\x02}q\x00", b"K\x00\x85q\x01"]
+    ops += [b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86q" + bytes([i + 1]) for i in range(1, 61)]
+    with pytest.raises(pickle.UnpicklingError, match="referenced twice"):
+        safe_pickle_load(io.BytesIO(b"".join(ops) + b"K\x01s."))
+    deep = []
+    for _ in range(50):
+        deep = [deep]
+    with pytest.raises(pickle.UnpicklingError, match="nested more than 8 deep"):
+        safe_pickle_load(io.BytesIO(pickle.dumps({"labels": deep}, protocol=2)))
+    with pytest.raises(pickle.UnpicklingError, match="opcode EMPTY_SET"):
+        safe_pickle_load(io.BytesIO(pickle.dumps({"labels": {1, 2}}, protocol=4)))
+    for protocol in (2, 4, 5):  # what a CIFAR batch holds still loads, arrays sharing their dtype included
+        d = {"data": np.arange(6, dtype=np.uint8).reshape(2, 3), "labels": np.zeros(2, np.uint8), "filenames": ["a", "b"]}
+        got = safe_pickle_load(io.BytesIO(pickle.dumps(d, protocol=protocol)))
+        assert got["data"].tolist() == [[0, 1, 2], [3, 4, 5]] and got["labels"].dtype == np.uint8

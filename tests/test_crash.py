@@ -3,6 +3,9 @@
 Each finished run is one JSON file written atomically (temporary file + rename), so a kill leaves
 only whole result files, plus at most one temporary file of the run being written, which is never
 read as a result and is removed when the sweep starts again.
+
+Likewise ``assess --out``: its JSON, PNG and HTML are written into a temporary folder and moved into
+place together, so a command that fails part-way leaves the earlier set whole and no temporary.
 """
 import json
 import os
@@ -13,16 +16,18 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
 
+from sbnlib import advice
+from sbnlib.cli import main
+from sbnlib.io import atomic_output_set
 from sbnlib.report import accuracy_tables
 from sbnlib.sweep import experiment_configs, iter_results, load_result, profile_params, result_path, run_configs
 
 from .conftest import REPO
-
-pytestmark = pytest.mark.slow
 
 SWEEP = dict(batch_sizes=[4, 8, 16], seeds=2, n_train=128, n_test=64, methods=["bn", "sbn"])
 
@@ -84,6 +89,7 @@ def _kill_after_some_results(runs, data_root, tmp_path, n_configs, min_done=2, t
     assert min_done <= done < n_configs, f"{done} of {n_configs} runs finished: the kill came too late"
 
 
+@pytest.mark.slow
 def test_sigkilled_sweep_resumes_to_the_uninterrupted_numbers(shared_data, tmp_path):
     cfgs = _configs()
     assert len(cfgs) == 12
@@ -130,6 +136,7 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_numbers(shared_data, tmp_p
     pdt.assert_frame_equal(_accuracy(resumed), _accuracy(straight))
 
 
+@pytest.mark.slow
 def test_truncated_result_file_is_reported_and_recomputed_identically(shared_data, tmp_path):
     cfgs = [c for c in _configs() if c.batch_size == 16 and c.method == "bn"]
     runs = tmp_path / "runs"
@@ -147,3 +154,71 @@ def test_truncated_result_file_is_reported_and_recomputed_identically(shared_dat
     assert _numbers(again[0]) == _numbers(original)
     assert other.stat().st_mtime_ns == other_mtime  # the intact file was kept, not recomputed
     assert not list(runs.glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# assess --out: the output set is written whole or not at all
+# ---------------------------------------------------------------------------------------------
+
+SET = [f"assess_feat_feature_std_mean.{ext}" for ext in ("json", "png", "html")]
+
+
+def _earlier_set(out):
+    out.mkdir(parents=True)
+    for name in SET:
+        (out / name).write_text(f"earlier {name}\n")
+        os.utime(out / name, ns=(10**18, 10**18))
+    return {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in out.iterdir()}
+
+
+def _assess(tmp_path, out, capsys):
+    np.save(tmp_path / "feat.npy", np.random.default_rng(0).random((40, 3)))
+    try:
+        rc = main(["assess", "--data", str(tmp_path / "feat.npy"), "--batch-sizes", "4", "--out", str(out),
+                   "--evidence", "none"])
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr()
+
+
+@pytest.mark.parametrize("failing", ["write_html_report", "os.replace"])
+def test_assess_failing_after_the_png_leaves_the_earlier_set_whole(failing, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    before = _earlier_set(out)
+    if failing == "write_html_report":  # the PNG is written, then the HTML fails (as a non-UTF-8 path once did)
+        def fail(*a, **k):
+            raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+        monkeypatch.setattr(advice, "write_html_report", fail)
+    else:  # the whole set is written, the move into place fails (the first rename already)
+        def fail(*a, **k):
+            raise OSError(5, "Input/output error")
+        monkeypatch.setattr(os, "replace", fail)
+    rc, cap = _assess(tmp_path, out, capsys)
+    assert rc == 2 and [l for l in cap.err.splitlines() if l.startswith("error:")], cap.err
+    assert "Traceback" not in cap.err
+    assert {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in out.iterdir()} == before  # no temporary either
+
+
+def test_assess_replaces_the_whole_set_and_a_killed_runs_temporary_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    _earlier_set(out)
+    stale = out / ".assess_feat_feature_std_mean.999999999-abc.tmp"  # left by a SIGKILLed assess
+    stale.mkdir()
+    (stale / SET[1]).write_bytes(b"half a png")
+    live = out / f".assess_feat_feature_std_mean.{os.getpid()}-abc.tmp"  # a running writer's: kept
+    live.mkdir()
+    rc, cap = _assess(tmp_path, out, capsys)
+    assert rc == 0, cap.err
+    assert sorted(f.name for f in out.iterdir()) == sorted(SET + [live.name])
+    assert all(not (out / name).read_bytes().startswith(b"earlier") for name in SET)
+    assert json.loads((out / SET[0]).read_text())["n_samples"] == 40
+
+
+def test_atomic_output_set_moves_nothing_when_the_block_fails(tmp_path):
+    (tmp_path / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output_set(tmp_path, "set") as tmp:
+            (tmp / "a.txt").write_text("new")
+            (tmp / "b.txt").write_text("new")
+            raise RuntimeError("the third file failed")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old"
