@@ -373,8 +373,12 @@ def plot_ablation(df, path=None, title=None):
     heterogeneity-selected batches, the random control at the same rates, and every scorer /
     threshold pair (marker: scorer, colour: threshold strategy). Means and 95% CIs over seeds;
     diverged runs left out and counted in the panel title."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     ok, div = _split_diverged(df)
     sizes = sorted(df.batch_size.unique())
+    sweeps = (("sbn", "heterogeneity, rate sweep"), ("random", "random control, same rates"))
     scorers = sorted(ok.loc[ok.threshold != "rate", "scorer"].unique())
     strategies = sorted(ok.loc[ok.threshold != "rate", "threshold"].unique())
     markers = dict(zip(scorers, "osD^v<>P*X" * 3))
@@ -383,7 +387,7 @@ def plot_ablation(df, path=None, title=None):
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 4.0), squeeze=False, sharey=True)
     for ax, b in zip(axes.flat, sizes):
         sub = ok[ok.batch_size == b]
-        for method, label in (("sbn", "heterogeneity, rate sweep"), ("random", "random control, same rates")):
+        for method, label in sweeps:
             rs = sub[(sub.threshold == "rate") & (sub.method == method)]
             if method == "random":  # at rates 0 and 1 random makes sbn's decisions: share its end points
                 ends = sub[(sub.threshold == "rate") & (sub.method == "sbn") & sub.threshold_rate.isin([0.0, 1.0])]
@@ -398,19 +402,18 @@ def plot_ablation(df, path=None, title=None):
             ax.errorbar(g.frac_normalized.mean(), 100 * y, yerr=[[100 * (y - lo)], [100 * (hi - y)]], ls="none",
                         marker=markers[scorer], color=colors[strategy], ms=6, capsize=2, alpha=0.8, elinewidth=0.8)
         n_div = int((div.batch_size == b).sum())
-        ax.set_title(f"batch size {b}" + (f" ({n_div} diverged runs left out)" if n_div else ""), fontsize=10)
+        ax.set_title(f"batch size {b}" + (f" ({n_div} diverged run{'s' * (n_div > 1)} left out)" if n_div else ""),
+                     fontsize=10)
         ax.set_xlabel("fraction of training batches normalised")
         ax.set_ylabel("final test accuracy (%)")
         ax.set_xlim(-0.05, 1.05)
         ax.grid(alpha=0.3)
-    # the grid points in two short keys (scorer by marker, threshold by colour), not one entry per pair
-    for scorer in scorers:
-        axes.flat[0].plot([], [], ls="none", marker=markers[scorer], color="#555555", label=f"scorer: {scorer}")
-    for strategy in strategies:
-        axes.flat[0].plot([], [], ls="none", marker="s", color=colors[strategy], label=f"threshold: {strategy}")
     fig.suptitle(title or "Accuracy vs fraction of batches normalised")
     fig.tight_layout()
-    _legend_outside(fig, axes)
+    # the grid points in two short keys (scorer by marker, threshold by colour), not one entry per pair
+    _legend_outside(fig, axes, handles=[Line2D([], [], marker="o", color=_color(m), label=label) for m, label in sweeps]
+                    + [Line2D([], [], ls="none", marker=markers[s], color="#555555", label=f"scorer: {s}") for s in scorers]
+                    + [Patch(color=colors[t], label=f"threshold: {t}") for t in strategies])
     return _save(fig, path)
 
 
