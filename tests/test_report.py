@@ -241,3 +241,6 @@ def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_pat
     assert list(statuses) == ["mnist", "cifar10"] and set(verdicts.dataset) == {"mnist", "cifar10"}
     text = path.read_text()
     assert "| mnist | ok |" in text and "| cifar10 | ok |" in text
+    # the verdicts at a glance, right after the verdict table: one heat map of every dataset read
+    assert (tmp_path / "summary_verdicts.png").read_bytes()[:4] == b"\x89PNG"
+    assert text.index("## Verdicts at a glance") < text.index("![summary_verdicts](summary_verdicts.png)")
