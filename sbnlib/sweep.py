@@ -362,8 +362,10 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     todo = [i for i, r in enumerate(results) if r is None]
     # longest first (small batches take the most steps), which also balances the workers
     todo.sort(key=lambda i: (configs[i].epochs * (configs[i].n_train or 60000) / configs[i].batch_size), reverse=True)
+    if progress and not todo:  # one line, not a bar drawn twice at 100%
+        print(f"{desc}: 100% of {len(configs)} runs cached", file=sys.stdout, flush=True)
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run",
-               disable=not progress, file=sys.stdout, mininterval=5)
+               disable=not progress or not todo, file=sys.stdout, mininterval=5)
     root = None if root is None else str(root)
     units = _units(configs, todo)
 
