@@ -276,14 +276,15 @@ def _run_unit(cfgs: Sequence[TrainConfig], root, paths: Sequence[str]) -> List[d
 
 def _units(configs: Sequence[TrainConfig], todo: Sequence[int]) -> List[List[int]]:
     """The runs ``todo`` (indices into ``configs``) as units of work, in ``todo`` order: a
-    single-engine run alone; packed runs of one configuration (all but the seed) together, at
-    most :func:`sbnlib.packed.pack_size` of them per unit."""
+    single-engine run alone; packed runs of one configuration (all but the seed and the learning
+    rate: the seeds of a learning-rate selection train together) together, at most
+    :func:`sbnlib.packed.pack_size` of them per unit."""
     from .packed import pack_size
 
     groups: dict = {}
     for i in todo:
         c = configs[i]
-        key = config_hash(dataclasses.replace(c, seed=0)) if c.engine == "packed" else i
+        key = config_hash(dataclasses.replace(c, seed=0, lr=0.0)) if c.engine == "packed" else i
         groups.setdefault(key, []).append(i)
     units = []
     for members in groups.values():
