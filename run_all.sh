@@ -87,6 +87,8 @@ venv_bin=$(dirname "$python")
 out=$(cd "$out" && pwd)
 [ -n "$data_root" ] && export SBN_DATA_ROOT="$data_root"
 pm_root=(); [ -n "$data_root" ] && pm_root=(-p data_root "$(cd "$data_root" 2>/dev/null && pwd || echo "$data_root")")
+root_abs=$( [ -n "$data_root" ] && (cd "$data_root" 2>/dev/null && pwd || echo "$data_root") || echo "$PWD/data")
+portable() { local t=${1//"$root_abs"/$(basename "$root_abs")}; echo "${t//"$PWD"/.}"; }  # no machine paths in results
 
 start=$(date +%s)
 failed=(); missing=(); done_ok=(); with_data=()
@@ -113,7 +115,7 @@ for d in $datasets; do
   dl=(); [ $download -eq 1 ] && dl=(--download)
   if ! msg=$("$python" -m sbnlib check-data --dataset "$d" "${dl[@]}" 2>&1); then
     echo "   NOT RUN: $(echo "$msg" | head -n 1)"
-    status_json "$out/$d" missing "$(echo "$msg" | grep -v '^warning' | sed 's/^error: //' | tr '\n' ' ')"
+    status_json "$out/$d" missing "$(portable "$(echo "$msg" | grep -v '^warning' | sed 's/^error: //' | tr '\n' ' ')")"
     missing+=("$d"); continue
   fi
   echo "   $(echo "$msg" | grep -v '^warning' | tail -n 1)"
