@@ -472,8 +472,8 @@ def plot_readings(comparisons: pd.DataFrame, path=None, title=None, baselines=("
 # verdict -> (colour, cell text); the text keeps the map readable without colour
 _VERDICT_STYLE = {"supported": ("#55a868", "yes"), "contradicted": ("#c44e52", "no"),
                   "inconclusive": ("#dddddd", "?"), "baseline not converged": ("#8da0cb", "n.c.")}
-_CLAIM_TITLES = {"C1": "C1: more accurate than BN", "C2": "C2: fewer BN steps, more stable",
-                 "sbn vs random": "sbn beats random selection", "sbn vs gn": "sbn beats GroupNorm"}
+_CLAIM_TITLES = {"C1": "C1\nmore accurate than BN", "C2": "C2\nfewer BN steps, more stable",
+                 "sbn vs random": "sbn vs random\nbeats random selection", "sbn vs gn": "sbn vs gn\nbeats GroupNorm"}
 
 
 def plot_verdict_heatmap(verdicts: pd.DataFrame, path=None, title=None):
@@ -489,7 +489,8 @@ def plot_verdict_heatmap(verdicts: pd.DataFrame, path=None, title=None):
     datasets = list(dict.fromkeys(verdicts["dataset"]))
     sizes = sorted({int(b) for b in verdicts["batch_size"]})
     kinds = list(_VERDICT_STYLE)
-    fig, axes = plt.subplots(1, len(claims), figsize=(0.5 * len(sizes) * len(claims) + 2.2, 0.45 * len(datasets) + 1.9),
+    panel = max(2.6, 0.5 * len(sizes))  # wide enough for its two-line title even with one or two batch sizes
+    fig, axes = plt.subplots(1, len(claims), figsize=(panel * len(claims) + 2.2, 0.45 * len(datasets) + 2.1),
                              squeeze=False, sharey=True)
     for ax, claim in zip(axes.flat, claims):
         grid = verdicts.pivot_table(index="dataset", columns="batch_size", values=claim, aggfunc="first")
@@ -502,7 +503,7 @@ def plot_verdict_heatmap(verdicts: pd.DataFrame, path=None, title=None):
         ax.set_title(_CLAIM_TITLES[claim], fontsize=9)
         ax.set_xlabel("batch size")
         ax.set_ylabel("dataset" if ax is axes.flat[0] else "")
-        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="y", rotation=0, left=ax is axes.flat[0])  # shared rows: one set of tick marks
     fig.suptitle(title or "Verdicts per dataset and batch size", fontsize=11)
     fig.tight_layout()
     _legend_outside(fig, axes, title="verdict", handles=[Patch(color=_VERDICT_STYLE[k][0], label=f"{_VERDICT_STYLE[k][1]}: {k}")
