@@ -188,12 +188,11 @@ def _legend_outside(fig, axes, title=None, handles=None):
     """One legend for the figure, right of the panels, off the data. Its entries: ``handles``, else
     those of every panel (a method missing from one panel is still listed). ``_save`` crops to
     include it; call after ``tight_layout``."""
+    if handles is None:
+        handles = [h for ax in np.ravel(axes) for h in ax.get_legend_handles_labels()[0]]
     entries = {}
-    for h in handles if handles is not None else []:
-        entries[h.get_label()] = h
-    for ax in np.ravel(axes) if handles is None else []:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, h)
+    for h in handles:
+        entries.setdefault(h.get_label(), h)
     if entries:
         fig.legend(list(entries.values()), list(entries), title=title, loc="center left", bbox_to_anchor=(1.0, 0.5),
                    fontsize=8, title_fontsize=8, frameon=False)
