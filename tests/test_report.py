@@ -241,3 +241,12 @@ def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_pat
     assert list(statuses) == ["mnist", "cifar10"] and set(verdicts.dataset) == {"mnist", "cifar10"}
     text = path.read_text()
     assert "| mnist | ok |" in text and "| cifar10 | ok |" in text
+
+
+def test_convergence_sentences_say_where_bn_fell_short():
+    v = pd.DataFrame({"dataset": ["mnist", "mnist", "mnist_fmnist_mix"], "batch_size": [2, 8, 2],
+                      "bn converged": ["no", "yes", "no target"]})
+    lines = report.convergence_sentences(v)
+    assert lines[0].startswith("- **mnist**: BN fell short of its 98.5% target at B = 2 of 2 batch sizes")
+    assert "no BN target" in lines[1]
+    assert report.convergence_sentences(v.assign(**{"bn converged": "yes"}))[0].endswith("at every batch size (2).")
