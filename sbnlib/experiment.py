@@ -360,7 +360,8 @@ def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's 
         v = out / d / "verdicts.csv"
         if statuses[d]["status"] == "ok" and v.exists():
             f = pd.read_csv(v, comment="#")
-            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]])
+            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]
+                            + [c for c in ("bn converged",) if c in f.columns]])
     verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
     ran = {d: st for d, st in statuses.items() if st["status"] == "ok"}
     prov = {"profiles": ", ".join(sorted({str(st.get("profile")) for st in ran.values()})) or "none",
