@@ -87,6 +87,8 @@ venv_bin=$(dirname "$python")
 out=$(cd "$out" && pwd)
 [ -n "$data_root" ] && export SBN_DATA_ROOT="$data_root"
 pm_root=(); [ -n "$data_root" ] && pm_root=(-p data_root "$(cd "$data_root" 2>/dev/null && pwd || echo "$data_root")")
+root_abs=$( [ -n "$data_root" ] && (cd "$data_root" 2>/dev/null && pwd || echo "$data_root") || echo "$PWD/data")
+portable() { local t=${1//"$root_abs"/$(basename "$root_abs")}; echo "${t//"$PWD"/.}"; }  # no machine paths in results
 
 start=$(date +%s)
 failed=(); missing=(); done_ok=(); with_data=()
@@ -113,7 +115,7 @@ for d in $datasets; do
   dl=(); [ $download -eq 1 ] && dl=(--download)
   if ! msg=$("$python" -m sbnlib check-data --dataset "$d" "${dl[@]}" 2>&1); then
     echo "   NOT RUN: $(echo "$msg" | head -n 1)"
-    status_json "$out/$d" missing "$(echo "$msg" | grep -v '^warning' | sed 's/^error: //' | tr '\n' ' ')"
+    status_json "$out/$d" missing "$(portable "$(echo "$msg" | grep -v '^warning' | sed 's/^error: //' | tr '\n' ' ')")"
     missing+=("$d"); continue
   fi
   echo "   $(echo "$msg" | grep -v '^warning' | tail -n 1)"
@@ -129,31 +131,20 @@ for d in $datasets; do
   fi
 done
 
-if [ -n "$ablation" ]; then
-  if [[ " ${done_ok[*]} " == *" $ablation "* ]]; then
-    echo "== ablation on $ablation"
-    if run_nb ablation "$ablation" -p jobs "$jobs" "${sched[@]}"; then
-      render "$out/$ablation/ablation.ipynb"
+extra_nb() {  # extra_nb NOTEBOOK DATASET: a notebook that reuses DATASET's experiment (its learning rates, its runs)
+  if [[ " ${done_ok[*]} " == *" $2 "* ]]; then
+    echo "== $1 on $2"
+    if run_nb "$1" "$2" -p jobs "$jobs" "${sched[@]}"; then
+      render "$out/$2/$1.ipynb"
     else
-      echo "   FAILED: ablation (log: $out/$ablation/ablation.log)"; failed+=("ablation")
+      echo "   FAILED: $1 (log: $out/$2/$1.log)"; failed+=("$2 $1")
     fi
   else
-    echo "== ablation on $ablation: NOT RUN ($ablation was not among the datasets that ran)"
+    echo "== $1 on $2: NOT RUN ($2 was not among the datasets that ran)"
   fi
-fi
-
-for d in $readings; do
-  if [[ " ${done_ok[*]} " == *" $d "* ]]; then
-    echo "== readings on $d"
-    if run_nb readings "$d" -p jobs "$jobs" "${sched[@]}"; then
-      render "$out/$d/readings.ipynb"
-    else
-      echo "   FAILED: readings (log: $out/$d/readings.log)"; failed+=("$d readings")
-    fi
-  else
-    echo "== readings on $d: NOT RUN ($d was not among the datasets that ran)"
-  fi
-done
+}
+[ -n "$ablation" ] && extra_nb ablation "$ablation"
+for d in $readings; do extra_nb readings "$d"; done
 
 # The feasibility notebooks train nothing; they run after every experiment so that the recommendation in each
 # feasibility report quotes the accuracy comparisons measured above, on all datasets.

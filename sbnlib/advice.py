@@ -385,10 +385,12 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
   color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}
+th{background:#f3f3f3}td{white-space:nowrap}td.l,th.l{text-align:left}td.w{text-align:left;min-width:14em;white-space:normal}
+.scroll{overflow-x:auto;max-width:100%}
 .summary{font-size:1.1em;background:#f6f8fa;border-left:4px solid #4c72b0;padding:.6em 1em}
-.rec{margin:.8em 0;padding:.5em 1em;border-left:4px solid #999}
-.rec.use-bn{border-color:#c44e52}.rec.try-selective-bn{border-color:#55a868}.rec.compare-both,.rec.no-measured-difference,.rec.no-evidence{border-color:#dd8452}
+.rec{border-left:4px solid #999;text-align:left;white-space:nowrap}
+.rec.use-bn{border-left-color:#c44e52}.rec.try-selective-bn{border-left-color:#55a868}
+.rec.compare-both,.rec.no-measured-difference,.rec.no-evidence{border-left-color:#dd8452}
 .muted{color:#666;font-size:.9em}img{max-width:100%;height:auto;display:block;margin:.5em 0}
 code{background:#f3f3f3;padding:0 .2em}
 """
@@ -398,6 +400,9 @@ window.addEventListener("load", function () {
   var imgs = document.images, ok = 0;
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
   document.body.setAttribute("data-images-loaded", ok + "/" + imgs.length);
+  // does the page fit its window? (a wide table must scroll inside its container, not the page)
+  var root = document.documentElement;
+  document.body.setAttribute("data-page-width", root.scrollWidth + "/" + root.clientWidth);
 });
 </script>"""
 
@@ -461,6 +466,26 @@ def _input_rows(result: dict) -> List[tuple]:
     return rows
 
 
+def _verdicts_in_words(rows, col: str) -> str:
+    """'contradicted on MNIST and CIFAR-10; inconclusive on Fashion-MNIST' for the evidence ``rows``' column ``col``."""
+    by = {}
+    for r in rows:
+        if r.get(col):
+            by.setdefault(r[col], []).append(r["dataset"])
+    return "; ".join(f"{v} on {_join(ds)}" for v, ds in by.items())
+
+
+def _table(head, rows) -> str:
+    """An HTML table inside a container that scrolls sideways, so a wide table never widens the page.
+    A cell is a value or ``(value, css class)``; every value is escaped."""
+    def cell(c, tag):
+        v, cls = c if isinstance(c, tuple) else (c, "")
+        return (f"<{tag} class='{cls}'>" if cls else f"<{tag}>") + f"{html.escape(str(v))}</{tag}>"
+
+    return ("<div class='scroll'><table><tr>" + "".join(cell(h, "th") for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(cell(c, "td") for c in r) + "</tr>" for r in rows) + "</table></div>")
+
+
 def report_html(result: dict, fragment: bool = False) -> str:
     """The report as HTML; ``fragment`` gives the body only (for a notebook), else a whole page.
 
@@ -470,14 +495,20 @@ def report_html(result: dict, fragment: bool = False) -> str:
     name = _report_name(result)
     if "summary" not in result:
         add_recommendations(result, result.get("evidence") or benchmark_evidence("auto"))
-    p = [f"<h1>Should I use BN on {e(name)}?</h1>",
-         f"<p class='summary' id='summary'>{e(result['summary'])}</p>"]
-    p.append("<h2>Recommendation per batch size</h2>")
+    # the recommendation once, then per batch size the facts and the evidence it rests on
+    p = [f"<h1>Should I use BN on {e(name)}?</h1>", "<h2>Recommendation</h2>",
+         f"<p class='summary' id='summary'>{e(result['summary'])} The table gives, per batch size, how many batches "
+         "are heterogeneous and the benchmark verdicts (claim C1: is selective BN more accurate than BN?) that the "
+         "advice rests on; the rule is at the end of the report.</p>"]
+    rows = []
     for r in result["batch_sizes"]:
         rec = r["recommendation"]
-        cls = rec["action"].replace(" ", "-").lower()
-        p.append(f"<div class='rec {e(cls)}' data-batch-size='{r['batch_size']}'><p><b>{e(rec['headline'])}</b></p>"
-                 f"<p>{e(rec['recommendation'])}</p><p>{e(rec['reason'])}</p></div>")
+        near = rec["evidence_batch_size"]
+        rows.append([r["batch_size"], f"{r['n_batches']:,}", _pct(r["frac_needs_bn"]), "" if near is None else f"B={near}",
+                     (_verdicts_in_words(rec["evidence"], "C1"), "w"), _diff_range(rec["evidence"]).partition(": ")[2],
+                     (rec["action"], "rec " + rec["action"].replace(" ", "-").lower())])
+    p.append(_table(["batch size", "batches", "heterogeneous (normalised)", "measured at", "C1 on the benchmarks",
+                     "selective BN - BN (pp)", "advice"], rows))
     p.append(f"<p class='muted'>{e(result.get('evidence_note', ''))}</p>")
     p.append("<h2>Scores, thresholds and the fraction of batches that need BN</h2>")
     cols = [("batch size", "batch_size", "{}"), ("batches", "n_batches", "{:,}"), ("threshold", "threshold", "{:.4g}"),
@@ -485,11 +516,8 @@ def report_html(result: dict, fragment: bool = False) -> str:
             ("min", "score_min", "{:.4g}"), ("5%", "score_q05", "{:.4g}"), ("median", "score_q50", "{:.4g}"),
             ("95%", "score_q95", "{:.4g}"), ("max", "score_max", "{:.4g}")]
     cols = [c for c in cols if c[1] in result["batch_sizes"][0]]
-    p.append("<table><tr>" + "".join(f"<th>{e(c[0])}</th>" for c in cols) + "</tr>")
-    for r in result["batch_sizes"]:
-        cells = (e(_pct(r[k]) if fmt is None else fmt.format(r[k])) for _, k, fmt in cols)
-        p.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    p.append("</table>")
+    p.append(_table([c[0] for c in cols], [[_pct(r[k]) if fmt is None else fmt.format(r[k]) for _, k, fmt in cols]
+                                           for r in result["batch_sizes"]]))
     for caption, b64 in report_figures(result).items():
         p.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
                  f"<figcaption class='muted'>{e(caption)}</figcaption></figure>")
@@ -500,19 +528,14 @@ def report_html(result: dict, fragment: bool = False) -> str:
         keys = ["C1", "C2", *CONTROLS, "sbn-bn diff (pp)", "sbn-bn 95% CI (pp)", "sbn batches normalised"]
         keys = [k for k in keys if any(k in r for r in ev["rows"])]
         methods = sorted({m for r in ev["rows"] for m in r.get("accuracy", {})}, key=lambda m: (m != "bn", m != "sbn", m))
-        p.append("<table><tr><th class='l'>dataset</th><th>B</th>" + "".join(f"<th>acc. {e(m)} (%)</th>" for m in methods)
-                 + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>")
-        for r in ev["rows"]:
-            if r["batch_size"] in sizes:
-                p.append(f"<tr><td class='l'>{e(_title(r['dataset']))}</td><td>{r['batch_size']}</td>"
-                         + "".join(f"<td>{e(str(r.get('accuracy', {}).get(m, '')))}</td>" for m in methods)
-                         + "".join(f"<td>{e(str(r.get(k, '')))}</td>" for k in keys) + "</tr>")
-        p.append("</table>")
+        p.append(_table([("dataset", "l"), "B", *(f"acc. {m} (%)" for m in methods), *keys],
+                        [[(_title(r["dataset"]), "l"), r["batch_size"], *(r.get("accuracy", {}).get(m, "") for m in methods),
+                          *(r.get(k, "") for k in keys)] for r in ev["rows"] if r["batch_size"] in sizes]))
         p.append("<p class='muted'>Read from: " + ", ".join(f"<code>{e(f)}</code>" for f in ev.get("files", [])) + "</p>")
     if ev.get("problems"):
         p.append("<p class='muted'>Problems reading the evidence: " + e("; ".join(ev["problems"])) + "</p>")
-    p.append("<h2>Input</h2><table>" + "".join(f"<tr><th class='l'>{e(k)}</th><td class='l'>{e(v)}</td></tr>"
-                                               for k, v in _input_rows(result)) + "</table>")
+    p.append("<h2>Input</h2><div class='scroll'><table>" + "".join(
+        f"<tr><th class='l'>{e(k)}</th><td class='l'>{e(v)}</td></tr>" for k, v in _input_rows(result)) + "</table></div>")
     sk = result.get("skipped") or {}
     if sk.get("examples"):
         p.append("<details><summary>Skipped items (first 20)</summary><ul>"

@@ -74,7 +74,8 @@ ENV_ROOT = "SBN_DATA_ROOT"
 SEED_MAX = 2**32 - 1
 DEFAULT_ROOT = "data"
 _HOW_TO_PROVIDE = (
-    f"To provide them: set {ENV_ROOT} or pass root=... to a folder that holds this layout, "
+    f"To provide them: set {ENV_ROOT}, or pass --data-root (command line, run_all.sh), data_root=... (notebooks) "
+    f"or root=... (load_dataset) naming a folder that holds this layout, "
     "or pass download=True (needs internet; CLI: --download) to fetch them with torchvision."
 )
 _REFETCH = "Delete it and fetch the dataset again (download=True, needs internet) or copy a good file in its place."

@@ -257,7 +257,7 @@ def run(P: Params, selection=None, progress: bool = True):
 
 def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
     """Accuracy table, stability analysis, verdicts and figures; all written under ``P.out``."""
-    from .plots import plot_accuracy_vs_batch, plot_learning_curves, plot_loss_curves, plot_stability
+    from .plots import plot_accuracy_vs_batch, plot_learning_curves, plot_loss_curves, plot_seed_accuracy, plot_stability
 
     methods = P.sweep["methods"]
     run_time = float(df["wall_time_s"].sum())
@@ -328,6 +328,8 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
     figs = {
         "accuracy": plot_accuracy_vs_batch(df, methods, out / "accuracy_vs_batch.png",
                                            title=f"{P.dataset}: test accuracy vs batch size (mean, 95% CI)"),
+        "seeds": plot_seed_accuracy(df, methods, out / "accuracy_per_seed.png",
+                                    title=f"{P.dataset}: final test accuracy of every seed"),
         "learning": plot_learning_curves(results, methods, out / "learning_curves.png",
                                          title=f"{P.dataset}: validation accuracy per epoch (median over seeds)"),
         "loss": plot_loss_curves(results, sorted({bs[0], bs[len(bs) // 2], bs[-1]}), methods, out / "loss_curves.png",
@@ -358,7 +360,8 @@ def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's 
         v = out / d / "verdicts.csv"
         if statuses[d]["status"] == "ok" and v.exists():
             f = pd.read_csv(v, comment="#")
-            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]])
+            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]
+                            + [c for c in ("bn converged",) if c in f.columns]])
     verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
     ran = {d: st for d, st in statuses.items() if st["status"] == "ok"}
     prov = {"profiles": ", ".join(sorted({str(st.get("profile")) for st in ran.values()})) or "none",
@@ -367,7 +370,11 @@ def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's 
             "versions": json.dumps(report.library_versions(), sort_keys=True)}
     figs, sections, sanity = [], [], pd.DataFrame()
     if frames:
-        from .plots import plot_bn_vs_gn, plot_verdict_diffs
+        from .plots import plot_bn_vs_gn, plot_verdict_diffs, plot_verdict_heatmap
+
+        plot_verdict_heatmap(verdicts, out / "summary_verdicts.png")
+        sections.append("\n".join(["## Verdicts at a glance", "", VERDICT_MAP_NOTE, "",
+                                    "![summary_verdicts](summary_verdicts.png)"]))
 
         comps = {d: pd.read_csv(out / d / "comparisons_accuracy.csv") for d in datasets
                  if (out / d / "comparisons_accuracy.csv").exists() and statuses[d]["status"] == "ok"}
@@ -399,6 +406,12 @@ def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's 
         sections.append("\n".join(["## Every reading of the paper", "", READINGS_NOTE, "", *readings]))
     path = report.write_report(out, datasets, verdicts, figs, prov, sections)
     return verdicts, statuses, path, {"sanity": sanity, "collapse": collapse}
+
+
+VERDICT_MAP_NOTE = (
+    "The verdict table above as one heat map per claim: rows are datasets, columns batch sizes; green (yes) = "
+    "supported, red (no) = contradicted, grey (?) = inconclusive, blue (n.c.) = BN short of its target accuracy, "
+    "so not counted; blank = not measured. A claim that holds shows as a green band at the small batch sizes.")
 
 
 COLLAPSE_NOTE = (

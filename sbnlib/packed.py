@@ -242,9 +242,35 @@ def seed_grad_norms(params: Sequence[Tensor], num_seeds: int) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms), dim=0)
 
 
-def _step_except(opt: torch.optim.Optimizer, frozen: Sequence[tuple], num_seeds: int) -> None:
-    """``opt.step()``, except that for every ``(parameter, seeds)`` of ``frozen`` the blocks of the
-    seeds in the bool mask ``seeds`` keep their values and momentum buffers.
+def _sgd_step(opt: torch.optim.SGD, lrs: torch.Tensor, num_seeds: int) -> None:
+    """One step of ``opt`` (SGD) in which seed ``k``'s blocks move with learning rate ``lrs[k]``.
+
+    The arithmetic of torch's single-tensor SGD (weight decay, momentum buffer, Nesterov), except
+    the last line: ``p -= lr * d`` with a per-seed ``lr``, so that one packed group can train the
+    seeds of a configuration at several learning rates (the learning-rate selection). Every packed
+    step goes through here, whatever the rates, so a seed's numbers do not depend on its group."""
+    group = opt.param_groups[0]
+    wd, mu, nesterov = group["weight_decay"], group["momentum"], group["nesterov"]
+    with torch.no_grad():
+        for p in group["params"]:
+            if p.grad is None:
+                continue  # no gradient: SGD leaves the parameter alone
+            d = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+            if mu != 0:
+                state = opt.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.clone(d).detach()
+                else:
+                    buf.mul_(mu).add_(d)
+                d = d.add(buf, alpha=mu) if nesterov else buf
+            shape = (num_seeds,) + (1,) * p.dim()  # one rate per seed block of the first axis
+            p.unflatten(0, (num_seeds, -1)).addcmul_(d.unflatten(0, (num_seeds, -1)), lrs.view(shape), value=-1)
+
+
+def _step_except(opt: torch.optim.Optimizer, lrs: torch.Tensor, frozen: Sequence[tuple], num_seeds: int) -> None:
+    """:func:`_sgd_step`, except that for every ``(parameter, seeds)`` of ``frozen`` the blocks of
+    the seeds in the bool mask ``seeds`` keep their values and momentum buffers.
 
     Used where a single run would not have touched them: a diverged seed's run has ended, and the
     affine parameters of a BN layer that a seed skipped as identity had no gradient in its single
@@ -256,7 +282,7 @@ def _step_except(opt: torch.optim.Optimizer, frozen: Sequence[tuple], num_seeds:
         buf = opt.state[p].get("momentum_buffer") if p in opt.state else None
         saved.append((p, seeds, p.detach().unflatten(0, (num_seeds, -1))[seeds].clone(),
                       None if buf is None else buf.unflatten(0, (num_seeds, -1))[seeds].clone()))
-    opt.step()
+    _sgd_step(opt, lrs, num_seeds)
     with torch.no_grad():
         for p, seeds, value, buf in saved:
             p.unflatten(0, (num_seeds, -1))[seeds] = value
@@ -274,19 +300,19 @@ def pack_size(batch_size: int) -> int:
 
 
 def _check_group(cfgs: Sequence) -> None:
-    """The configurations of one packed group differ in nothing but their (distinct) seeds."""
+    """The configurations of one packed group differ in nothing but their seeds and learning rates."""
     import dataclasses
 
     if not cfgs:
         raise ValueError("train_packed needs at least one configuration")
     if any(c.engine != "packed" for c in cfgs):
         raise ValueError("train_packed trains configurations with engine='packed' (the records say which engine ran)")
-    rest = [dataclasses.replace(c, seed=0) for c in cfgs]
+    rest = [dataclasses.replace(c, seed=0, lr=0.0) for c in cfgs]
     if any(r != rest[0] for r in rest):
-        raise ValueError("a packed group's configurations must differ only in the seed")
-    seeds = [c.seed for c in cfgs]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"a packed group's seeds must be distinct, got {seeds}")
+        raise ValueError("a packed group's configurations must differ only in the seed and the learning rate")
+    runs = [(c.seed, c.lr) for c in cfgs]
+    if len(set(runs)) != len(runs):
+        raise ValueError(f"a packed group's (seed, learning rate) pairs must be distinct, got {runs}")
 
 
 class _Seed:
@@ -387,9 +413,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
         t_loop = time.perf_counter()
         for i in range(n_batches):
             step = epoch * n_batches + i
-            lr = lr_at(first, step, total_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            lr = [lr_at(r.cfg, step, total_steps) for r in runs]  # each seed's schedule, at its own peak
             idx = plans[i].T  # (B, S): seed s's batch in column s
             on = needs[i]
             for m in sel_layers:
@@ -404,7 +428,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             for k, r in enumerate(runs):
                 if dead[k]:
                     continue
-                r.log.add(lv[k], gv[k], bool(on[k]), lr)
+                r.log.add(lv[k], gv[k], bool(on[k]), lr[k])
                 if not (math.isfinite(lv[k]) and math.isfinite(gv[k])):
                     # the single run stops before this step's update: its model is the packed
                     # seed's as it is now, and its last epoch ends here
@@ -418,7 +442,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
             frozen = [(p, dead) for p in params] if bool(dead.any()) else []
             if identity_layers and 0 < int(on.sum()) < n:
                 frozen += [(p, ~on | dead) for m in identity_layers for p in (m.weight, m.bias)]
-            _step_except(opt, frozen, n)
+            _step_except(opt, torch.tensor(lr, dtype=torch.float32), frozen, n)
             correct += (out.argmax(2) == yb).sum(0)
             for k, r in enumerate(runs):
                 r.loss_sum += lv[k]

@@ -22,7 +22,7 @@ __all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "infe
            "collapse_sentences",
            "bn_vs_gn_sanity", "sanity_sentences", "git_commit", "library_versions", "make_provenance",
            "markdown_table", "write_table", "accuracy_tables", "stability_tables", "c2_verdicts",
-           "verdict_sentences", "write_status", "read_status", "write_report"]
+           "verdict_sentences", "convergence_sentences", "write_status", "read_status", "write_report"]
 
 # metric -> (label, higher is better)
 STABILITY_METRICS = {
@@ -382,6 +382,25 @@ def verdict_sentences(verdicts: pd.DataFrame) -> List[str]:
     return lines
 
 
+def convergence_sentences(verdicts: pd.DataFrame) -> List[str]:
+    """Per dataset: did BN reach its target (:data:`BN_TARGETS`) at every batch size? (the verdict
+    table's ``bn converged`` column)."""
+    if "bn converged" not in verdicts:
+        return []
+    lines = []
+    for d, grp in verdicts.groupby("dataset", sort=False):
+        short = [str(b) for b, c in zip(grp.batch_size, grp["bn converged"]) if c == "no"]
+        target = BN_TARGETS.get(d)
+        if target is None:
+            lines.append(f"- **{d}**: no BN target is set; see its convergence table for the validation gain.")
+        elif short:
+            lines.append(f"- **{d}**: BN fell short of its {100 * target:.1f}% target at B = {', '.join(short)} of "
+                         f"{len(grp)} batch sizes; every verdict there reads *{NOT_CONVERGED}* and is not counted.")
+        else:
+            lines.append(f"- **{d}**: BN reached its {100 * target:.1f}% target at every batch size ({len(grp)}).")
+    return lines
+
+
 def readings_sentences(table: pd.DataFrame, dataset: str) -> List[str]:
     """A dataset's readings table (``readings.csv``) in words: per reading, the batch sizes where
     it beat BN and where it beat its random control (verdict ``supported``), or that it never did."""
@@ -427,6 +446,9 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
     parts += ["", "## Verdicts", "", C1_RULE, "", C2_RULE, ""]
     parts += [markdown_table(verdicts, index=False) if len(verdicts) else "_No dataset produced results._", ""]
     parts += verdict_sentences(verdicts) + [""]
+    converged = convergence_sentences(verdicts)
+    if converged:
+        parts += ["### Did the BN baseline converge?", "", *converged, ""]
     for block in sections:
         parts += [block, ""]
     for d in datasets:

@@ -276,14 +276,15 @@ def _run_unit(cfgs: Sequence[TrainConfig], root, paths: Sequence[str]) -> List[d
 
 def _units(configs: Sequence[TrainConfig], todo: Sequence[int]) -> List[List[int]]:
     """The runs ``todo`` (indices into ``configs``) as units of work, in ``todo`` order: a
-    single-engine run alone; packed runs of one configuration (all but the seed) together, at
-    most :func:`sbnlib.packed.pack_size` of them per unit."""
+    single-engine run alone; packed runs of one configuration (all but the seed and the learning
+    rate: the seeds of a learning-rate selection train together) together, at most
+    :func:`sbnlib.packed.pack_size` of them per unit."""
     from .packed import pack_size
 
     groups: dict = {}
     for i in todo:
         c = configs[i]
-        key = config_hash(dataclasses.replace(c, seed=0)) if c.engine == "packed" else i
+        key = config_hash(dataclasses.replace(c, seed=0, lr=0.0)) if c.engine == "packed" else i
         groups.setdefault(key, []).append(i)
     units = []
     for members in groups.values():
@@ -362,8 +363,10 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     todo = [i for i, r in enumerate(results) if r is None]
     # longest first (small batches take the most steps), which also balances the workers
     todo.sort(key=lambda i: (configs[i].epochs * (configs[i].n_train or 60000) / configs[i].batch_size), reverse=True)
+    if progress and not todo:  # one line, not a bar drawn twice at 100%
+        print(f"{desc}: 100% of {len(configs)} runs cached", file=sys.stdout, flush=True)
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run",
-               disable=not progress, file=sys.stdout, mininterval=5)
+               disable=not progress or not todo, file=sys.stdout, mininterval=5)
     root = None if root is None else str(root)
     units = _units(configs, todo)
 

@@ -200,8 +200,17 @@ display(Image(str(P.out / "learning_curves.png")))"""),
 ## Accuracy against batch size
 
 Mean final test accuracy with the 95% confidence interval over seeds, per method. The paper's
-claim C1 predicts the `sbn` line above the `bn` line, mostly at small batch sizes."""),
+claim C1 predicts the `sbn` line above the `bn` line, mostly at small batch sizes. A run that
+diverged is left out of the means and counted in the legend."""),
     new_code_cell("""display(Image(str(P.out / "accuracy_vs_batch.png")))"""),
+    new_markdown_cell("""\
+## Every seed's accuracy
+
+The means above, taken apart: one dot per seed, per batch size (columns) and method (colour);
+a black-edged cross is a run that diverged. Look at whether a gap between `sbn` and `bn` is
+carried by every seed (two separate clouds) or by one or two outlying seeds, and at how widely the
+seeds of one method spread: a wide spread at small batch sizes is the instability C2 is about."""),
+    new_code_cell("""display(Image(str(P.out / "accuracy_per_seed.png")))"""),
     new_markdown_cell("""\
 ## Stability analysis (claim C2)
 
@@ -218,7 +227,13 @@ of sbn vs bn:
 print(report.C2_RULE)
 display(out["stability"])
 display(out["stability_metrics"])"""),
-    new_markdown_cell("## Training loss and stability metrics against batch size"),
+    new_markdown_cell("""\
+## Training loss and stability metrics against batch size
+
+The stability panels show the median over seeds with the interquartile range: these metrics are
+heavy-tailed (a seed whose loss blows up reaches a volatility of 1e21), and a mean would follow
+that one seed. A panel whose values span more than a factor of 30 is on a log scale (its axis
+says so). Diverged runs have no stability metric; the legend counts them."""),
     new_code_cell("""\
 display(Image(str(P.out / "loss_curves.png")))
 display(Image(str(P.out / "stability.png")))"""),
@@ -286,10 +301,23 @@ if len(verdicts):
     display(pd.crosstab(verdicts["dataset"], verdicts["C1"]).rename_axis(columns="C1"))
     display(pd.crosstab(verdicts["dataset"], verdicts["C2"]).rename_axis(columns="C2"))"""),
     new_markdown_cell("""\
+## The verdicts at a glance
+
+The same table as one heat map per claim (C1, C2, and the controls `sbn vs random` and
+`sbn vs gn`): rows are datasets, columns batch sizes. Green (yes) = supported, red (no) =
+contradicted, grey (?) = inconclusive, blue (n.c.) = BN below its target accuracy, so the cell is
+not counted; blank = not measured. The paper's claim C1 would show as a green band at the small
+batch sizes of the first map; compare the `sbn vs random` map to see whether heterogeneity, rather
+than skipping BN as such, decides anything."""),
+    new_code_cell("""\
+fig = report_path.parent / "summary_verdicts.png"
+display(Image(str(fig))) if fig.exists() else print("no dataset produced results")"""),
+    new_markdown_cell("""\
 ## Selective BN minus BN, per dataset
 
 The paired accuracy difference (percentage points, 95% bootstrap CI) against batch size. Above 0
-means selective BN did better."""),
+means selective BN did better; the black line at 0 is always in view, so a whole curve below it
+reads at once as "selective BN lost at every batch size"."""),
     new_code_cell("""\
 fig = report_path.parent / "summary_accuracy_diff.png"
 display(Image(str(fig))) if fig.exists() else print("no dataset produced results")"""),

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sbnlib.advice import benchmark_evidence, recommend, report_html
+from sbnlib.advice import _ACTIONS, benchmark_evidence, recommend, report_html
 from sbnlib.assess import assess_data
 from sbnlib.cli import main
 
@@ -140,13 +140,45 @@ def test_html_report_is_self_contained(tmp_path, results, capsys):
     res = json.loads((tmp_path / "out" / "assess_imgs_feature_std_mean.json").read_text())
     assert page.count("<img ") == page.count("src='data:image/png;base64,") == 3  # histograms, fraction, evidence
     assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", page)
-    for r in res["batch_sizes"]:
-        assert r["recommendation"]["headline"] in page
-    assert f"<b>At batch size 2, {round(100 * res['batch_sizes'][0]['frac_needs_bn'])}% of the" in page
+    assert [row[0] for row in _recommendation_table(page)] == ["2", "4", "8"]
     assert "Should I use BN on imgs?" in page and "compare both" in page
     frag = report_html(res, fragment=True)
     assert frag.startswith("<div class='sbn-report'>") and "<script" not in frag
     assert "use standard BN, not selective BN" in capsys.readouterr().out
+
+
+def _recommendation_table(page):
+    """The cells of the per-batch-size table that follows the recommendation paragraph, one list per row
+    (of the page as written or as Chromium serialises it, with double quotes)."""
+    table = re.split(r"id=['\"]summary['\"]", page, maxsplit=1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in table.split("<tr>")[2:]]
+
+
+def test_html_report_says_the_recommendation_once(results):
+    """Three batch sizes, one recommendation: one paragraph says it, a table gives each batch size's facts."""
+    for f in results.glob("*/verdicts.csv"):
+        f.write_text(f.read_text().replace("supported", "contradicted").replace("inconclusive", "contradicted"))
+    res = assess_data(np.random.default_rng(0).normal(size=(64, 3)), [2, 4, 8], evidence=results)
+    assert {r["recommendation"]["action"] for r in res["batch_sizes"]} == {"use BN"}
+    page = report_html(res)
+    assert page.count(_ACTIONS["use BN"]) == 1 and "Recommendation at B=" not in page
+    assert page.count("class='summary'") == 1
+    rows = _recommendation_table(page)
+    assert [(r[0], r[1], r[-1]) for r in rows] == [(str(r["batch_size"]), f"{r['n_batches']:,}", "use BN")
+                                                    for r in res["batch_sizes"]]
+    assert rows[0][2] == f"{round(100 * res['batch_sizes'][0]['frac_needs_bn'])}%"
+    assert rows[0][3] == "B=2" and rows[0][4].startswith("contradicted on MNIST")
+    assert rows[0][5] == "-6.1 pp on MNIST"  # only MNIST's accuracy.csv has the difference
+
+
+def test_html_report_mixed_recommendations_each_said_once(results):
+    res = assess_data(np.random.default_rng(0).normal(size=(64, 3)), [2, 4, 8], evidence=results)
+    page = report_html(res)
+    actions = [r["recommendation"]["action"] for r in res["batch_sizes"]]
+    assert actions == ["use BN", "compare both", "no measured difference"]
+    for a in actions:
+        assert page.count(_ACTIONS[a]) == 1, a  # in the one paragraph, "B=2: ... B=4: ..."
+    assert [r[-1] for r in _recommendation_table(page)] == actions
 
 
 @pytest.mark.skipif(CHROME is None, reason="headless Chromium is not installed (apt-get install -y chromium; "
@@ -158,13 +190,15 @@ def test_html_report_renders_in_headless_chromium(tmp_path, results):
     assert rc == 0
     html_path = tmp_path / "out" / "assess_imgs_feature_std_mean.html"
     res = json.loads(html_path.with_suffix(".json").read_text())
-    dom = _chrome(tmp_path, "--virtual-time-budget=10000", "--dump-dom", html_path.as_uri()).stdout
+    # a narrow window: the evidence table (a column per method and per verdict) is wider than that
+    dom = _chrome(tmp_path, "--virtual-time-budget=10000", "--window-size=800,1200", "--dump-dom", html_path.as_uri()).stdout
     loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert loaded, dom[:2000]
     assert int(loaded.group(1)) == int(loaded.group(2)) == 3  # every figure decoded (naturalWidth > 0)
-    for r in res["batch_sizes"]:
-        assert r["recommendation"]["headline"] in dom
-        assert r["recommendation"]["recommendation"] in dom
+    width = re.search(r'data-page-width="(\d+)/(\d+)"', dom)  # the page's scrollWidth / clientWidth, measured by itself
+    assert width and 0 < int(width.group(1)) <= int(width.group(2)) <= 800, width and width.group(0)
+    assert res["summary"] in dom and dom.count(_ACTIONS["use BN"]) == 1
+    assert [r[0] for r in _recommendation_table(dom)] == ["2", "4"]
     shot = tmp_path / "report.png"
     _chrome(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", html_path.as_uri())
     with Image.open(shot) as img:

@@ -48,13 +48,14 @@ def test_feasibility_experiment_and_summary_on_cifar100_fixture(tmp_path):
     runs = list((out / "cifar100" / "runs").glob("*.json"))
     assert len(runs) == 6 * 2 * 2  # the smoke profile's six methods x batch sizes x seeds
     for f in ("accuracy.csv", "accuracy.md", "stability.md", "verdicts.csv", "accuracy_vs_batch.png",
-              "loss_curves.png", "stability.png"):
+              "accuracy_per_seed.png", "loss_curves.png", "stability.png"):
         assert (out / "cifar100" / f).exists(), f
     acc = (out / "cifar100" / "accuracy.md").read_text()
     assert "| 4 |" in acc and "| 8 |" in acc and "unverified copy" in acc  # fixture md5 != official
     nb = _run("summary", tmp_path, datasets=["cifar100", "mnist"], output_dir=str(out))
     report = (out / "REPORT.md").read_text()
     assert "| cifar100 | ok |" in report and "| mnist | not run |" in report
+    assert "![summary_verdicts](summary_verdicts.png)" in report and (out / "summary_verdicts.png").exists()
     assert any("C1" in "".join(c.get("source", "")) for c in nb["cells"])
 
 

@@ -232,6 +232,35 @@ def test_a_diverging_seed_stops_where_its_single_run_stops_and_the_others_go_on(
         json.dumps(p)
 
 
+def test_a_learning_rate_selection_trains_as_one_group():
+    """The seeds of a learning-rate selection (several rates, several seeds) pack together: each run
+    matches its single run within rounding, is bitwise the run packed with its own rate alone, and
+    records the learning rate of its own schedule."""
+    data = _toy(round(50 * 4 / 0.8))
+    lrs, seeds = [0.01, 0.04], [0, 1]
+    cfgs = [c for lr in lrs for c in _cfgs("sbn", 4, seeds=seeds, lr=lr, **REGIME)]
+    mixed = train_packed(cfgs, dataset=data)
+    key = ("steps", "metrics", "epochs", "final_test_acc", "probe", "inference", "bn")
+    for k, lr in enumerate(lrs):
+        alone = train_packed(_cfgs("sbn", 4, seeds=seeds, lr=lr, **REGIME), dataset=data)
+        assert [[r[x] for x in key] for r in alone] == [[r[x] for x in key] for r in mixed[2 * k:2 * k + 2]]
+    for p, cfg in zip(mixed, cfgs):
+        single = train(dataclasses.replace(cfg, engine="single"), dataset=data)
+        assert p["steps"]["lr"] == single["steps"]["lr"] and p["config"]["lr"] == cfg.lr
+        np.testing.assert_allclose(p["steps"]["loss"], single["steps"]["loss"], rtol=1e-3, atol=1e-3)
+    assert mixed[0]["steps"]["lr"] != mixed[2]["steps"]["lr"]  # the two rates really differ
+
+
+def test_units_pack_a_learning_rate_selection_together():
+    from sbnlib.sweep import _units
+
+    configs = [c for lr in (0.01, 0.02, 0.04, 0.08) for c in _cfgs("bn", 2, seeds=[100, 101], lr=lr)]
+    configs += _cfgs("bn", 8, seeds=[100, 101], lr=0.01) + _cfgs("bn", 8, seeds=[100, 101], lr=0.02) \
+        + _cfgs("bn", 8, seeds=[100, 101], lr=0.04)
+    units = _units(configs, range(len(configs)))
+    assert [len(u) for u in units] == [8, 4, 2]  # pack_size(2) = 16 > 8; pack_size(8) = 4
+
+
 @pytest.mark.parametrize("change,match", [
     (dict(batch_size=8), "differ only in the seed"),
     (dict(seed=3), "distinct"),

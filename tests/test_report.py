@@ -241,3 +241,15 @@ def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_pat
     assert list(statuses) == ["mnist", "cifar10"] and set(verdicts.dataset) == {"mnist", "cifar10"}
     text = path.read_text()
     assert "| mnist | ok |" in text and "| cifar10 | ok |" in text
+    # the verdicts at a glance, right after the verdict table: one heat map of every dataset read
+    assert (tmp_path / "summary_verdicts.png").read_bytes()[:4] == b"\x89PNG"
+    assert text.index("## Verdicts at a glance") < text.index("![summary_verdicts](summary_verdicts.png)")
+
+
+def test_convergence_sentences_say_where_bn_fell_short():
+    v = pd.DataFrame({"dataset": ["mnist", "mnist", "mnist_fmnist_mix"], "batch_size": [2, 8, 2],
+                      "bn converged": ["no", "yes", "no target"]})
+    lines = report.convergence_sentences(v)
+    assert lines[0].startswith("- **mnist**: BN fell short of its 98.5% target at B = 2 of 2 batch sizes")
+    assert "no BN target" in lines[1]
+    assert report.convergence_sentences(v.assign(**{"bn converged": "yes"}))[0].endswith("at every batch size (2).")

@@ -80,7 +80,7 @@ def test_unknown_profile_and_parameter():
 
 
 @pytest.mark.slow
-def test_resume_skips_finished_runs_and_recomputes_corrupt_ones(shared_data, tmp_path):
+def test_resume_skips_finished_runs_and_recomputes_corrupt_ones(shared_data, tmp_path, capsys):
     cfgs = _tiny()
     runs = tmp_path / "runs"
     first = run_configs(cfgs, runs, root=shared_data, progress=False)
@@ -98,6 +98,9 @@ def test_resume_skips_finished_runs_and_recomputes_corrupt_ones(shared_data, tmp
     for p in files:
         if p not in (victim, truncated):
             assert p.stat().st_mtime_ns == mtimes[p], f"{p.name} was recomputed"
+    capsys.readouterr()
+    run_configs(cfgs, runs, root=shared_data, progress=True, desc="tiny (4 runs)")  # all cached now
+    assert capsys.readouterr().out == f"tiny (4 runs): 100% of {len(cfgs)} runs cached\n"  # one line, no bar
     assert json.loads(truncated.read_text())["config_hash"] in truncated.name
 
     rows = list(iter_results(second))
