@@ -139,6 +139,8 @@ def _engine(engine: str, batch_size: int, optimizer) -> str:
         return engine
     from .packed import pack_size
 
+    if not isinstance(batch_size, int) or batch_size < 1:
+        return "single"  # TrainConfig.validate names the bad batch size
     return "packed" if pack_size(batch_size) > 1 and optimizer == "sgd" else "single"
 
 
