@@ -114,7 +114,7 @@ for d in $datasets; do
   mkdir -p "$out/$d"
   dl=(); [ $download -eq 1 ] && dl=(--download)
   if ! msg=$("$python" -m sbnlib check-data --dataset "$d" "${dl[@]}" 2>&1); then
-    echo "   NOT RUN: $(echo "$msg" | head -n 1)"
+    echo "   NOT RUN:"; echo "$msg" | grep -v '^warning' | sed 's/^/     /'  # the whole message: which files, and the fix
     status_json "$out/$d" missing "$(portable "$(echo "$msg" | grep -v '^warning' | sed 's/^error: //' | tr '\n' ' ')")"
     missing+=("$d"); continue
   fi
