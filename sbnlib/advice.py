@@ -245,7 +245,7 @@ def benchmark_evidence(output_dir="auto") -> dict:
         ev["datasets"][name] = {"status": st, "profile": prov.get("profile"), "n_train": _int_or(prov.get("n_train")),
                                 "seeds": _int_or(prov.get("seeds")), "epochs": params.get("epochs"),
                                 "methods": params.get("methods"), "data_status": prov.get("data_status"),
-                                "generated": prov.get("generated")}
+                                "numbers produced": prov.get("last run finished (UTC)")}
         ev["rows"].extend(rows[b] for b in sorted(rows))
     ev["available"] = bool(ev["rows"])
     return ev
@@ -486,8 +486,10 @@ def _table(head, rows) -> str:
             + "".join("<tr>" + "".join(cell(c, "td") for c in r) + "</tr>" for r in rows) + "</table></div>")
 
 
-def report_html(result: dict, fragment: bool = False) -> str:
+def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> str:
     """The report as HTML; ``fragment`` gives the body only (for a notebook), else a whole page.
+    ``stamped``: end with the time it was made and how long the assessment took (a committed
+    report, which must not change when re-rendered from unchanged results, passes False).
 
     Self-contained: the figures are embedded as base64 PNG, nothing is fetched.
     """
@@ -548,8 +550,9 @@ def report_html(result: dict, fragment: bool = False) -> str:
     p.append(f"<p>{e(result.get('recommendation_rule', RECOMMENDATION_RULE))}</p>")
     from . import __version__
 
-    p.append(f"<p class='muted'>sbnlib {e(__version__)}, generated {e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}"
-             + (f", {result['elapsed_s']:.1f} s" if result.get("elapsed_s") else "") + "</p>")
+    stamp = (f", generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
+             + (f", {result['elapsed_s']:.1f} s" if result.get("elapsed_s") else "")) if stamped else ""
+    p.append(f"<p class='muted'>sbnlib {e(__version__)}{e(stamp)}</p>")
     body = "\n".join(p)
     if fragment:
         return f"<div class='sbn-report'><style>{_CSS}</style>\n{body}\n</div>"
@@ -558,9 +561,9 @@ def report_html(result: dict, fragment: bool = False) -> str:
             f"<body>\n{body}\n{_IMG_CHECK}\n</body></html>\n")
 
 
-def write_html_report(result: dict, path) -> Path:
+def write_html_report(result: dict, path, stamped: bool = True) -> Path:
     """Write :func:`report_html` to ``path`` atomically."""
     from .io import atomic_write_bytes
 
     # text from the data (paths, messages) may hold bytes that are not UTF-8: escaped, never a failure
-    return atomic_write_bytes(path, report_html(result).encode("utf-8", "backslashreplace"))
+    return atomic_write_bytes(path, report_html(result, stamped=stamped).encode("utf-8", "backslashreplace"))

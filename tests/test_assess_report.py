@@ -67,7 +67,7 @@ def test_evidence_is_read_from_the_files(results):
     assert rows["mnist", 4]["sbn-bn diff (pp)"] == -1.23 and rows["mnist", 4]["accuracy"]["gn"] == "91.00 ± 1.00"
     assert "sbn vs random" not in rows["fashion_mnist", 2] and rows["cifar10", 4]["C1"] == "contradicted"
     assert ev["datasets"]["mnist"] == {"status": "ok", "profile": "cpu", "n_train": 1234, "seeds": 7, "epochs": 5,
-                                       "methods": ["bn", "sbn", "random", "gn"], "data_status": "synthetic", "generated": None}
+                                       "methods": ["bn", "sbn", "random", "gn"], "data_status": "synthetic", "numbers produced": None}
     assert ev["not_run"]["cifar100"].startswith("missing")
 
 
@@ -168,6 +168,9 @@ def test_html_report_says_the_recommendation_once(results):
                                                     for r in res["batch_sizes"]]
     assert rows[0][2] == f"{round(100 * res['batch_sizes'][0]['frac_needs_bn'])}%"
     assert rows[0][3] == "B=2" and rows[0][4].startswith("contradicted on MNIST")
+    # a committed report carries no clock: made twice, it is the same page
+    assert "generated" in page and "generated" not in report_html(res, stamped=False)
+    assert report_html(res, stamped=False) == report_html(dict(res, elapsed_s=123.0), stamped=False)
     assert rows[0][5] == "-6.1 pp on MNIST"  # only MNIST's accuracy.csv has the difference
 
 
