@@ -98,7 +98,7 @@ run_nb() {  # run_nb NOTEBOOK DATASET [papermill args...]: execute into $out/DAT
   {  # in the background, waited for: a signal then reaches the trap at once, not when the notebook ends
     "$venv_bin/papermill" "notebooks/$nb.ipynb" "$out/$d/$nb.ipynb" -p dataset "$d" -p profile "$profile" \
          -p output_dir "$out" "${pm_root[@]}" "$@" --log-output --no-progress-bar 2>&1 \
-      | tee "$out/$d/$nb.log" | grep --line-buffered -E "runs\): +[0-9]+%" | sed -u 's/^/      /'
+      | tee "$out/$d/$nb.log" | grep --line-buffered -E "(runs\)|assess): +[0-9]+%" | sed -u 's/^/      /'
     exit "${PIPESTATUS[0]}"
   } &
   wait $!
@@ -158,7 +158,7 @@ for d in "${with_data[@]}"; do
   fi
 done
 
-echo "== summary"
+echo "== summary (verdicts, figures and REPORT.md across datasets; about a minute)"
 if "$venv_bin/papermill" notebooks/summary.ipynb "$out/summary.ipynb" -p datasets "$datasets" -p output_dir "$out" \
      --log-output --no-progress-bar > "$out/summary.log" 2>&1; then
   render "$out/summary.ipynb"
