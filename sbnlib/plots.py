@@ -527,9 +527,14 @@ def plot_seed_accuracy(df, methods, path=None, title=None):
     fig, ax = plt.subplots(figsize=(max(6.4, 0.25 * len(methods) * len(order) + 2), 4.2))
     common = dict(x="batch_size", y="acc", hue="method", order=order, hue_order=methods, palette=colors, dodge=True,
                   ax=ax, jitter=0.15)
-    sns.stripplot(data=ok, size=3.5, alpha=0.8, **common)
-    if len(div):  # hue_order keeps every method's slot, so the crosses land in their method's column
-        sns.stripplot(data=div, marker="X", size=7, linewidth=0.8, edgecolor="k", legend=False, **common)
+    state = np.random.get_state()  # seaborn jitters with numpy's global generator: seed it, so the figure
+    np.random.seed(0)              # is the same file every time it is drawn, and leave it as it was
+    try:
+        sns.stripplot(data=ok, size=3.5, alpha=0.8, **common)
+        if len(div):  # hue_order keeps every method's slot, so the crosses land in their method's column
+            sns.stripplot(data=div, marker="X", size=7, linewidth=0.8, edgecolor="k", legend=False, **common)
+    finally:
+        np.random.set_state(state)
     for x in np.arange(len(order) - 1) + 0.5:  # separate the batch sizes
         ax.axvline(x, color="#cccccc", lw=0.8)
     ax.set_xlabel("batch size")
