@@ -469,7 +469,7 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
                         [[(_title(r["dataset"]), "l"), r["batch_size"],
                           *(_mean_std(r.get("accuracy_pct", {}).get(m)) for m in methods), *(r.get(k, "") for k in verdicts),
                           _num(diff_pp(r), "{:+.2f}"), _ci((r.get("ci_pp") or {}).get("bn")),
-                          "" if r.get("frac_normalized") is None else _pct(r["frac_normalized"])]
+                          _num(r.get("frac_normalized"), "{:.1%}")]
                          for r in ev["rows"] if r["batch_size"] in sizes]))
         p.append("<p class='muted'>Read from: " + ", ".join(f"<code>{e(f)}</code>" for f in ev.get("files", [])) + "</p>")
     if ev.get("problems"):
