@@ -15,16 +15,15 @@ import html
 import io
 import json
 import math
-import re
 import time
 from pathlib import Path
 from typing import List
 
 import numpy as np
 
-from .report import NOT_CONVERGED
+from .report import EVIDENCE_SCHEMA, NOT_CONVERGED, read_status
 
-__all__ = ["benchmark_evidence", "find_evidence_dir", "recommend", "add_recommendations", "recommendation_lines",
+__all__ = ["benchmark_evidence", "find_evidence_dir", "diff_pp", "recommend", "add_recommendations", "recommendation_lines",
            "report_figures", "report_html", "write_html_report", "RECOMMENDATION_RULE", "DATASET_TITLES"]
 
 
@@ -85,50 +84,9 @@ def _pct(f: float) -> str:
     return f"{100 * f:.0f}%"
 
 
-def _read_provenance(path: Path) -> dict:
-    prov = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.startswith("#"):
-                break
-            k, _, v = line[1:].strip().partition(":")
-            prov[k.strip()] = v.strip()
-    return prov
-
-
-def _markdown_tables(text: str) -> List[List[List[str]]]:
-    """Every GitHub Markdown table of ``text`` as a list of rows of cells (header first, rule dropped)."""
-    tables, cur = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not all(re.fullmatch(r":?-{3,}:?", c) for c in cells):
-                cur.append(cells)
-        elif cur:
-            tables.append(cur)
-            cur = []
-    return tables
-
-
-def _clean(v):
-    if v is None:
-        return None
-    if isinstance(v, (float, np.floating)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    return v
-
-
-def _int_or(v):
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return v
-
-
 def find_evidence_dir(output_dir="auto") -> List[Path]:
-    """Where to look for benchmark results: ``output_dir``, or for ``"auto"`` ./outputs then the repository's."""
+    """Where to look for benchmark results: none for None, ``output_dir``, or for ``"auto"`` (the
+    command line's default) ./outputs then the repository's."""
     if output_dir is None:
         return []
     if output_dir != "auto":
@@ -138,115 +96,72 @@ def find_evidence_dir(output_dir="auto") -> List[Path]:
     return [here] if here.resolve() == repo.resolve() else [here, repo]
 
 
+def _read_evidence(path: Path) -> dict:
+    """``evidence.json`` as written by :func:`sbnlib.report.write_evidence`; ValueError naming what is wrong."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"unreadable {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(rec, dict) or rec.get("schema") != EVIDENCE_SCHEMA:
+        got = rec.get("schema") if isinstance(rec, dict) else type(rec).__name__
+        raise ValueError(f"{path} has schema {got!r}; this sbnlib reads schema {EVIDENCE_SCHEMA} "
+                         "(rerun the analysis to rewrite it)")
+    rows = rec.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and _row_ok(r) for r in rows):
+        raise ValueError(f"{path}: 'rows' must be a list of rows, each with an integer batch_size, a C1 verdict "
+                         "and numbers (or null) for diff_pp and frac_normalized")
+    return rec
+
+
+def _row_ok(r: dict) -> bool:
+    """The fields the advice computes with have the types the writer gives them."""
+    numbers = [*(r.get("diff_pp") or {}).values(), r.get("frac_normalized")]
+    return (isinstance(r.get("batch_size"), int) and isinstance(r.get("C1"), str)
+            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in numbers))
+
+
 def benchmark_evidence(output_dir="auto") -> dict:
     """The measured evidence the recommendation rests on, read from a results folder (``outputs/``).
 
-    Reads ``<dir>/<dataset>/verdicts.csv`` (columns ``batch_size``, ``C1``, ``C2`` and, when the
-    controls ran, ``sbn vs random``, ``sbn vs gn``), ``<dir>/<dataset>/accuracy.csv`` (per-method
-    accuracy ``mean ± std`` columns, ``sbn-bn diff (pp)``, ``sbn-bn 95% CI (pp)``, ``sbn batches
-    normalised``), the provenance comment lines of both, ``status.json`` and ``REPORT.md`` (dataset
-    status, and the verdict table where a dataset has no ``verdicts.csv``). Missing files and
-    columns are tolerated; ``available`` is False when no verdict was found. Nothing is hard-coded.
+    Reads ``<dir>/<dataset>/evidence.json`` (:func:`sbnlib.report.evidence_record`: verdicts and
+    numbers per batch size, written by the analysis) and, for a dataset without it,
+    ``status.json`` (why it did not run). No rendered table is read. A dataset whose
+    ``evidence.json`` is unreadable, of another schema or missing although it ran is left out and
+    named in ``problems``. ``output_dir``: a folder, ``"auto"`` (:func:`find_evidence_dir`) or None
+    (no evidence); ``available`` is False when no verdict was found.
     """
-    import pandas as pd
-
     ev = {"available": False, "dir": None, "looked_in": [], "rows": [], "datasets": {}, "not_run": {},
           "files": [], "problems": []}
     for d in find_evidence_dir(output_dir):
         ev["looked_in"].append(str(d))
-        if (d / "REPORT.md").is_file() or any(d.glob("*/verdicts.csv")) or any(d.glob("*/accuracy.csv")):
+        if any(d.glob("*/evidence.json")) or any(d.glob("*/status.json")):
             root = d
             break
     else:
         return ev
     ev["dir"] = str(root)
-    report_verdicts, statuses = {}, {}
-    rep = root / "REPORT.md"
-    if rep.is_file():
-        ev["files"].append(str(rep))
-        for t in _markdown_tables(rep.read_text(encoding="utf-8", errors="replace")):
-            head = t[0]
-            if head[:2] == ["dataset", "status"]:
-                for r in t[1:]:
-                    if len(r) >= 2:
-                        statuses[r[0]] = {"status": r[1], "reason": r[2] if len(r) > 2 else ""}
-            elif "dataset" in head and "batch_size" in head and "C1" in head:
-                for r in t[1:]:
-                    rec = dict(zip(head, r))
-                    try:
-                        report_verdicts.setdefault(rec["dataset"], []).append({**rec, "batch_size": int(rec["batch_size"])})
-                    except (KeyError, ValueError):
-                        continue
     order = list(DATASET_TITLES)
-    names = sorted({p.parent.name for p in root.glob("*/verdicts.csv")} | {p.parent.name for p in root.glob("*/accuracy.csv")}
-                   | set(report_verdicts) | {p.parent.name for p in root.glob("*/status.json")} | set(statuses),
+    names = sorted({p.parent.name for p in (*root.glob("*/evidence.json"), *root.glob("*/status.json"))},
                    key=lambda n: (order.index(n) if n in order else len(order), n))
     for name in names:
-        ddir = root / name
-        status = statuses.get(name, {})
-        if (ddir / "status.json").is_file():
-            try:
-                status = json.loads((ddir / "status.json").read_text())
-            except ValueError:
-                ev["problems"].append(f"unreadable {ddir / 'status.json'}")
-        rows, prov = {}, {}
-        for fname in ("verdicts.csv", "accuracy.csv"):
-            path = ddir / fname
-            if not path.is_file():
-                continue
-            try:
-                df = pd.read_csv(path, comment="#")
-                prov = prov or _read_provenance(path)
-            except Exception as e:  # a file being rewritten, or damaged
-                ev["problems"].append(f"unreadable {path}: {type(e).__name__}: {e}")
-                continue
-            if "batch_size" not in df:
-                ev["problems"].append(f"{path} has no batch_size column")
-                continue
-            ev["files"].append(str(path))
-            for rec in df.to_dict(orient="records"):
-                try:
-                    b = int(rec["batch_size"])
-                except (TypeError, ValueError):
-                    continue
-                r = rows.setdefault(b, {"dataset": name, "batch_size": b})
-                if fname == "verdicts.csv":
-                    for col in ("C1", "C2", *CONTROLS):
-                        if _clean(rec.get(col)) is not None:
-                            r[col] = str(rec[col])
-                else:
-                    acc = {m: v for m, v in rec.items() if isinstance(v, str) and "±" in v}
-                    if acc:
-                        r["accuracy"] = acc
-                    for col in ("sbn-bn diff (pp)", "sbn-bn 95% CI (pp)", "sbn batches normalised",
-                                "sbn-random diff (pp)", "sbn-gn diff (pp)"):
-                        if _clean(rec.get(col)) is not None:
-                            r[col] = _clean(rec[col])
-                    if "C1" not in r and _clean(rec.get("C1 vs bn")) is not None:
-                        r["C1"] = str(rec["C1 vs bn"])
-                    for col in CONTROLS:
-                        if col not in r and _clean(rec.get(col)) is not None:
-                            r[col] = str(rec[col])
-        for rec in report_verdicts.get(name, []):  # REPORT.md: where the CSVs say nothing
-            r = rows.setdefault(rec["batch_size"], {"dataset": name, "batch_size": rec["batch_size"]})
-            for col in ("C1", "C2", *CONTROLS):
-                if col not in r and rec.get(col) not in (None, "", "nan"):
-                    r[col] = rec[col]
-        rows = {b: r for b, r in rows.items() if "C1" in r}
-        st = status.get("status", "ok" if rows else "no results")
-        if not rows:
-            ev["not_run"][name] = (st + (": " + status["reason"].split(". ")[0][:160] if status.get("reason") else ""))
+        path = root / name / "evidence.json"
+        if not path.is_file():
+            status = read_status(root / name)
+            if status["status"] == "ok":  # it ran, but before evidence.json existed (or the file was lost)
+                ev["problems"].append(f"{path} is missing although {name} ran; rerun its analysis to write it")
+            else:
+                ev["not_run"][name] = status["status"] + (": " + status["reason"].split(". ")[0][:160]
+                                                          if status.get("reason") else "")
             continue
-        params = {}
         try:
-            params = json.loads(prov.get("parameters", "{}"))
-        except ValueError:
-            pass
-        ev["datasets"][name] = {"status": st, "profile": prov.get("profile"), "n_train": _int_or(prov.get("n_train")),
-                                "seeds": _int_or(prov.get("seeds")), "epochs": params.get("epochs"),
-                                "methods": params.get("methods"), "data_status": prov.get("data_status"),
-                                "numbers produced": prov.get("last run finished (UTC)")}
-        ev["rows"].extend(rows[b] for b in sorted(rows))
+            rec = _read_evidence(path)
+        except ValueError as e:
+            ev["problems"].append(str(e))
+            continue
+        ev["files"].append(str(path))
+        ev["datasets"][name] = {k: rec.get(k) for k in ("profile", "data_status", "n_train", "seeds", "epochs",
+                                                        "methods", "numbers_produced")}
+        ev["rows"].extend({"dataset": name, **r} for r in sorted(rec["rows"], key=lambda r: r["batch_size"]))
     ev["available"] = bool(ev["rows"])
     return ev
 
@@ -260,16 +175,21 @@ def _evidence_at(ev: dict, b: int):
     return [r for r in ev["rows"] if r["batch_size"] == near], near
 
 
+def diff_pp(row: dict, baseline: str = "bn"):
+    """An evidence row's selective BN minus ``baseline`` accuracy difference (pp), or None if not measured."""
+    return (row.get("diff_pp") or {}).get(baseline)
+
+
 def _diff_range(rows) -> str:
-    """'accuracy of selective BN minus BN: -8.3 to -5.8 pp', from each row's ``sbn-bn diff (pp)``."""
-    have = [r for r in rows if isinstance(r.get("sbn-bn diff (pp)"), (int, float))]
+    """'accuracy of selective BN minus BN: -8.3 to -5.8 pp', from each row's ``diff_pp["bn"]``."""
+    have = [r for r in rows if diff_pp(r) is not None]
     if not have:
         return ""
-    d = [r["sbn-bn diff (pp)"] for r in have]
+    d = [diff_pp(r) for r in have]
     lo, hi = min(d), max(d)
     text = f"{lo:+.1f} pp" if lo == hi else f"{lo:+.1f} to {hi:+.1f} pp"
     if len(have) < len(rows):  # say whose numbers these are
-        text = ", ".join(f"{r['sbn-bn diff (pp)']:+.1f} pp on {_title(r['dataset'])}" for r in have)
+        text = ", ".join(f"{diff_pp(r):+.1f} pp on {_title(r['dataset'])}" for r in have)
     return "accuracy of selective BN minus BN: " + text
 
 
@@ -290,9 +210,9 @@ def recommend(row: dict, ev: dict) -> dict:
     rows, near = _evidence_at(ev, b)
     out = {"batch_size": b, "headline": headline, "evidence_batch_size": near, "evidence": rows}
     if not rows:
-        where = ", ".join(ev.get("looked_in", [])) or "no folder"
+        where = f"looked in {', '.join(ev['looked_in'])}" if ev.get("looked_in") else "no results folder was given"
         out.update(action="no evidence", reason=(
-            f"No benchmark results were found (looked in {where}), so the evidence is unavailable: nothing measured "
+            f"No benchmark results were found ({where}), so the evidence is unavailable: nothing measured "
             "says whether skipping BN on those batches helps or hurts accuracy."))
     else:
         at = f"B={near}" if near == b else f"B={near} (the nearest measured batch size; B={b} was not measured)"
@@ -324,8 +244,7 @@ def recommend(row: dict, ev: dict) -> dict:
             if any(got.values()):
                 told = "; ".join(f"{v} on {_join(ds)}" for v, ds in got.items() if ds)
                 reason += f" {what[0].upper() + what[1:]}: {told}."
-        fr = [float(str(r["sbn batches normalised"]).rstrip("%")) for r in rows
-              if re.fullmatch(r"[\d.]+%?", str(r.get("sbn batches normalised", "")))]
+        fr = [100 * r["frac_normalized"] for r in rows if r.get("frac_normalized") is not None]
         if fr and b > 1:
             span = f"{min(fr):.0f}%" if round(min(fr)) == round(max(fr)) else f"{min(fr):.0f}-{max(fr):.0f}%"
             reason += f" On those benchmarks selective BN normalised {span} of the batches (here: {_pct(f)})."
@@ -357,10 +276,13 @@ def add_recommendations(result: dict, ev: dict) -> dict:
     result["summary"] = summary
     result["evidence_note"] = (
         f"Evidence read from {ev['dir']}: " + "; ".join(prov) + "." if ev.get("available") else
-        "Benchmark evidence unavailable: no results found in " + (", ".join(ev.get("looked_in", [])) or "no folder") + ".")
+        "Benchmark evidence unavailable: " + (f"no results found in {', '.join(ev['looked_in'])}." if ev.get("looked_in")
+                                              else "no results folder was given."))
     if ev.get("not_run"):
         result["evidence_note"] += " No results for: " + "; ".join(
             f"{_title(d)} ({s.split(':')[0]})" for d, s in ev["not_run"].items()) + "."
+    if ev.get("problems"):  # a dataset left out must not go unnoticed on the command line either
+        result["evidence_note"] += " Left out: " + "; ".join(ev["problems"]) + "."
     return result
 
 
@@ -428,7 +350,7 @@ def report_figures(result: dict) -> dict:
         figs["Fraction of batches that need BN, and the scores, per batch size"] = _png_b64(
             plot_frac_needs_bn(result, title=f"{name}: which batches need BN"))
     ev = result.get("evidence") or {}
-    if any(isinstance(r.get("sbn-bn diff (pp)"), (int, float)) for r in ev.get("rows", [])):
+    if any(diff_pp(r) is not None for r in ev.get("rows", [])):
         figs["Evidence: selective BN minus BN test accuracy on the benchmarks (95% CI); grey: your batch sizes"] = _png_b64(
             plot_benchmark_evidence(ev, [r["batch_size"] for r in result["batch_sizes"]]))
     return figs
@@ -486,6 +408,19 @@ def _table(head, rows) -> str:
             + "".join("<tr>" + "".join(cell(c, "td") for c in r) + "</tr>" for r in rows) + "</table></div>")
 
 
+def _num(v, fmt: str) -> str:
+    return "" if v is None else fmt.format(v)
+
+
+def _mean_std(acc) -> str:
+    """``{"mean": 98.1, "std": 0.2}`` -> ``"98.10 ± 0.20"`` (a missing std, one seed: ``n/a``)."""
+    return "" if not acc else f"{_num(acc.get('mean'), '{:.2f}') or 'n/a'} ± {_num(acc.get('std'), '{:.2f}') or 'n/a'}"
+
+
+def _ci(ci) -> str:
+    return "" if not ci or None in ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
 def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> str:
     """The report as HTML; ``fragment`` gives the body only (for a notebook), else a whole page.
     ``stamped``: end with the time it was made and how long the assessment took (a committed
@@ -496,7 +431,7 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
     e = html.escape
     name = _report_name(result)
     if "summary" not in result:
-        add_recommendations(result, result.get("evidence") or benchmark_evidence("auto"))
+        add_recommendations(result, result.get("evidence") or benchmark_evidence(None))
     # the recommendation once, then per batch size the facts and the evidence it rests on
     p = [f"<h1>Should I use BN on {e(name)}?</h1>", "<h2>Recommendation</h2>",
          f"<p class='summary' id='summary'>{e(result['summary'])} The table gives, per batch size, how many batches "
@@ -527,12 +462,15 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
     if ev.get("rows"):
         p.append("<h2>Benchmark evidence at your batch sizes</h2>")
         sizes = sorted({_evidence_at(ev, r["batch_size"])[1] for r in result["batch_sizes"]})
-        keys = ["C1", "C2", *CONTROLS, "sbn-bn diff (pp)", "sbn-bn 95% CI (pp)", "sbn batches normalised"]
-        keys = [k for k in keys if any(k in r for r in ev["rows"])]
-        methods = sorted({m for r in ev["rows"] for m in r.get("accuracy", {})}, key=lambda m: (m != "bn", m != "sbn", m))
-        p.append(_table([("dataset", "l"), "B", *(f"acc. {m} (%)" for m in methods), *keys],
-                        [[(_title(r["dataset"]), "l"), r["batch_size"], *(r.get("accuracy", {}).get(m, "") for m in methods),
-                          *(r.get(k, "") for k in keys)] for r in ev["rows"] if r["batch_size"] in sizes]))
+        verdicts = [k for k in ("C1", "C2", *CONTROLS) if any(k in r for r in ev["rows"])]
+        methods = sorted({m for r in ev["rows"] for m in r.get("accuracy_pct", {})}, key=lambda m: (m != "bn", m != "sbn", m))
+        p.append(_table([("dataset", "l"), "B", *(f"acc. {m} (%)" for m in methods), *verdicts,
+                         "sbn-bn diff (pp)", "sbn-bn 95% CI (pp)", "sbn batches normalised"],
+                        [[(_title(r["dataset"]), "l"), r["batch_size"],
+                          *(_mean_std(r.get("accuracy_pct", {}).get(m)) for m in methods), *(r.get(k, "") for k in verdicts),
+                          _num(diff_pp(r), "{:+.2f}"), _ci((r.get("ci_pp") or {}).get("bn")),
+                          _num(r.get("frac_normalized"), "{:.1%}")]
+                         for r in ev["rows"] if r["batch_size"] in sizes]))
         p.append("<p class='muted'>Read from: " + ", ".join(f"<code>{e(f)}</code>" for f in ev.get("files", [])) + "</p>")
     if ev.get("problems"):
         p.append("<p class='muted'>Problems reading the evidence: " + e("; ".join(ev["problems"])) + "</p>")

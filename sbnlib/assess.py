@@ -212,7 +212,7 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
                 threshold: str = "mean", q: Optional[float] = None, rate: Optional[float] = None, seed: int = 0,
                 progress: bool = False, *, image_size: int = 32, channels: Optional[int] = None,
                 label_column=None, header: Optional[bool] = None, array_key: Optional[str] = None,
-                layout: str = "auto", skip_bad: bool = False, evidence="auto", chunk_mb: float = 64,
+                layout: str = "auto", skip_bad: bool = False, evidence=None, chunk_mb: float = 64,
                 name: Optional[str] = None, drop_too_big: bool = False) -> dict:
     """Feasibility assessment of your own data: "should I use BN on it?" (no training).
 
@@ -228,8 +228,9 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
 
     Returns the :func:`assess` result (one row per batch size, with score quantiles) plus
     ``input`` (what was read and how), ``skipped``, ``evidence`` (the benchmark results found under
-    ``evidence``: a results folder, ``"auto"`` or ``None``) and, per batch size, a
-    ``recommendation`` (:func:`recommend`).
+    ``evidence``: a results folder, ``"auto"`` for ./outputs then the repository's, or None, the
+    default, for none: a library call never picks up whatever folder it happens to run in) and, per
+    batch size, a ``recommendation`` (:func:`sbnlib.advice.recommend`; "no evidence" without results).
     """
     from .userdata import open_source, scan
 
@@ -264,9 +265,8 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
               "batch_sizes": rows, "dropped_batch_sizes": dropped, "input": info, "skipped": sc.skipped,
               "standardisation": {"mean": sc.mean.ravel().tolist()[:64], "std": sc.std.ravel().tolist()[:64],
                                   "n_constant": sc.n_constant}}
-    if evidence is not None:
-        from .advice import add_recommendations, benchmark_evidence
+    from .advice import add_recommendations, benchmark_evidence
 
-        add_recommendations(result, benchmark_evidence(evidence))
+    add_recommendations(result, benchmark_evidence(evidence))
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return result

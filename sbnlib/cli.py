@@ -121,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--rate", type=_fraction, default=None, help="fraction normalised for --threshold rate")
     a.add_argument("--seed", type=_seed, default=0, help="seed of the batch plans")
     a.add_argument("--evidence", default="auto", metavar="DIR",
-                   help="results folder with the benchmark evidence (REPORT.md, <dataset>/verdicts.csv); "
-                        "default: ./outputs, else the repository's outputs/")
+                   help="results folder with the benchmark evidence (<dataset>/evidence.json, written by the "
+                        "analysis); default: ./outputs, else the repository's outputs/; 'none': no evidence")
     a.add_argument("--out", default="outputs/assess", help="folder for the JSON, the histogram PNG and the HTML report")
 
     c = sub.add_parser("check-data", help="check that a dataset's files are present and readable")
@@ -164,6 +164,7 @@ def _assess(args) -> int:
         if given:
             raise ValueError(f"{', '.join(given)} apply to --dataset only; with --data every item of {args.data} is used")
     ensure_writable_dir(args.out)
+    evidence = None if args.evidence == "none" else args.evidence
     # the default batch sizes larger than the data are dropped (with a note); sizes asked for are an error
     drop = args.batch_sizes is None
     sizes = list(DEFAULT_BATCH_SIZES) if drop else args.batch_sizes
@@ -172,7 +173,7 @@ def _assess(args) -> int:
                              seed=args.seed, progress=True, image_size=args.image_size, channels=args.channels,
                              label_column=args.label_column, header={"auto": None, "yes": True, "no": False}[args.header],
                              array_key=args.array_key, layout=args.layout, skip_bad=args.skip_bad,
-                             evidence=args.evidence, chunk_mb=args.chunk_mb, drop_too_big=drop)
+                             evidence=evidence, chunk_mb=args.chunk_mb, drop_too_big=drop)
         name, inp = result["input"]["name"], result["input"]
         head = (f"{inp['path']} ({inp['kind']}): {inp['n_used']} of {plural(inp['n_items'], 'item')} used, item shape "
                 f"{'x'.join(map(str, inp['item_shape']))}, standardised {inp['standardisation']}")
@@ -188,7 +189,7 @@ def _assess(args) -> int:
         result = assess(x, sizes, args.scorer, args.threshold, q=args.q, rate=args.rate,
                         seed=args.seed, progress=True)
         result.update(dataset=args.dataset, data=ds.provenance, dropped_batch_sizes=dropped)
-        add_recommendations(result, benchmark_evidence(args.evidence))
+        add_recommendations(result, benchmark_evidence(evidence))
         name = args.dataset
         head = f"{args.dataset} ({ds.provenance.get('status', '?')}), {plural(result['n_samples'], 'training image')}"
     stem = f"assess_{name}_{args.scorer}_{args.threshold}"

@@ -256,7 +256,8 @@ def run(P: Params, selection=None, progress: bool = True):
 
 
 def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
-    """Accuracy table, stability analysis, verdicts and figures; all written under ``P.out``."""
+    """Accuracy table, stability analysis, verdicts, ``evidence.json`` (:func:`sbnlib.report.evidence_record`)
+    and figures; all written under ``P.out``."""
     from .plots import plot_accuracy_vs_batch, plot_learning_curves, plot_loss_curves, plot_seed_accuracy, plot_stability
 
     methods = P.sweep["methods"]
@@ -321,6 +322,9 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
             "that skipped it; training accuracy on the last epoch's batches as trained; final test accuracy. A "
             "training loss that stays high means the network did not fit (optimisation); a low training loss "
             "with a low test accuracy points at inference (the running statistics).")
+    # the numbers behind the tables, for the advice of `assess` (which reads no rendered table)
+    files["evidence"] = report.write_evidence(out, report.evidence_record(
+        P.dataset, prov, P.sweep, df.seed.nunique(), verdicts, acc["comparisons"], acc["summary"], acc["frac_normalized"]))
     acc["comparisons"].to_csv(out / "comparisons_accuracy.csv", index=False)
     stab["comparisons"].to_csv(out / "comparisons_stability.csv", index=False)
     df.to_csv(out / "runs.csv", index=False)

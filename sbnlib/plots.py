@@ -51,21 +51,19 @@ def plot_score_histograms(result: dict, path=None, title: str | None = None):
 def plot_benchmark_evidence(evidence: dict, batch_sizes=(), path=None, title=None):
     """Benchmark evidence: selective BN minus BN test accuracy (pp, 95% CI) per dataset and batch size.
 
-    ``evidence`` is :func:`sbnlib.advice.benchmark_evidence`'s result (rows with ``sbn-bn diff (pp)``
-    and ``sbn-bn 95% CI (pp)`` as read from each dataset's ``accuracy.csv``); ``batch_sizes``
-    (the user's) are shaded grey.
+    ``evidence`` is :func:`sbnlib.advice.benchmark_evidence`'s result (rows with ``diff_pp["bn"]``
+    and ``ci_pp["bn"]`` as each dataset's ``evidence.json`` holds them); ``batch_sizes`` (the
+    user's) are shaded grey. A row without a CI is drawn without error bars.
     """
-    import re
-
-    from .advice import DATASET_TITLES, _title
+    from .advice import DATASET_TITLES, _title, diff_pp
 
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     by_ds = {}
     for r in evidence.get("rows", []):
-        d = r.get("sbn-bn diff (pp)")
-        if isinstance(d, (int, float)) and np.isfinite(d):
-            ci = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", str(r.get("sbn-bn 95% CI (pp)", "")))][:2]
-            by_ds.setdefault(r["dataset"], []).append((r["batch_size"], d, ci if len(ci) == 2 else [d, d]))
+        d = diff_pp(r)
+        if d is not None:
+            ci = (r.get("ci_pp") or {}).get("bn")
+            by_ds.setdefault(r["dataset"], []).append((r["batch_size"], d, ci if ci and None not in ci else [d, d]))
     sizes = sorted({b for v in by_ds.values() for b, _, _ in v} | {int(b) for b in batch_sizes if b >= 1})
     rank = list(DATASET_TITLES)
     order = sorted(by_ds.items(), key=lambda kv: (rank.index(kv[0]) if kv[0] in rank else len(rank), kv[0]))

@@ -22,7 +22,8 @@ __all__ = ["C1_RULE", "C2_RULE", "STABILITY_METRICS", "INFERENCE_COLUMNS", "infe
            "collapse_sentences",
            "bn_vs_gn_sanity", "sanity_sentences", "git_commit", "library_versions", "make_provenance",
            "markdown_table", "write_table", "accuracy_tables", "stability_tables", "c2_verdicts",
-           "verdict_sentences", "convergence_sentences", "write_status", "read_status", "write_report"]
+           "verdict_sentences", "convergence_sentences", "write_status", "read_status", "write_report",
+           "EVIDENCE_SCHEMA", "evidence_record", "write_evidence"]
 
 # metric -> (label, higher is better)
 STABILITY_METRICS = {
@@ -155,7 +156,9 @@ def accuracy_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", b
     Per baseline: the paired difference (pp), its 95% bootstrap CI, the Holm-adjusted Wilcoxon p
     and the verdict (column ``C1 vs bn`` for BN, ``sbn vs <baseline>`` for the controls); the
     t-test p-values are in the returned comparisons. Returns ``{"accuracy": table, "comparisons": long
-    frame of every paired comparison}``.
+    frame of every paired comparison, "summary": stats.summary_frame (accuracy as a fraction),
+    "frac_normalized": the treatment's mean fraction of batches normalised per batch size}``; the
+    last three are the numbers the table displays, for :func:`evidence_record`.
     """
     table = stats.accuracy_table(df, list(methods))
     frac = df[df.method == treatment].groupby("batch_size")["frac_normalized"].mean()
@@ -177,7 +180,8 @@ def accuracy_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", b
     n_div = df[df.diverged].groupby("method").size()
     if len(n_div):
         table.attrs["diverged"] = n_div.to_dict()
-    return {"accuracy": table, "comparisons": pd.concat(comps, ignore_index=True) if comps else pd.DataFrame()}
+    return {"accuracy": table, "comparisons": pd.concat(comps, ignore_index=True) if comps else pd.DataFrame(),
+            "summary": stats.summary_frame(df, list(methods)), "frac_normalized": frac}
 
 
 def stability_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", baseline="bn",
@@ -414,6 +418,53 @@ def readings_sentences(table: pd.DataFrame, dataset: str) -> List[str]:
                  if beat.get("reading vs control") else "never beats its random control")]
         lines.append(f"- **{dataset}**, reading `{name}`: {' and '.join(said)} (of B = {', '.join(map(str, sizes))}).")
     return lines
+
+
+#: version of ``evidence.json``; a reader refuses any other (:func:`sbnlib.advice.benchmark_evidence`)
+EVIDENCE_SCHEMA = 1
+VERDICT_COLUMNS = ("C1", "C2", "sbn vs random", "sbn vs gn", "bn converged")
+
+
+def _number(v, digits: int):
+    """A finite number rounded to ``digits`` (the JSON stays readable and byte-stable), else None."""
+    return round(float(v), digits) if v is not None and np.isfinite(v) else None
+
+
+def evidence_record(dataset: str, provenance: dict, params: dict, seeds: int, verdicts: pd.DataFrame,
+                    comparisons: pd.DataFrame, summary: pd.DataFrame, frac_normalized: pd.Series) -> dict:
+    """One dataset's benchmark evidence as numbers: what ``evidence.json`` holds, and what the advice
+    of ``assess`` reads (never the rendered tables, whose headers and cell formats may change).
+
+    ``verdicts``: the verdict table (a row per ``batch_size``; the columns of :data:`VERDICT_COLUMNS`
+    present, unconverged baselines already labelled); ``comparisons``, ``summary`` and
+    ``frac_normalized``: those of :func:`accuracy_tables`; ``provenance``: :func:`make_provenance`'s;
+    ``params``: the sweep's parameters. Units are in the key names: ``diff_pp`` and ``ci_pp``
+    (sbn minus each baseline, percentage points, 95% bootstrap CI as ``[low, high]``), ``accuracy_pct``
+    (each method's test accuracy mean and std over seeds, %), ``frac_normalized`` (a fraction, 0-1).
+    A number that is not finite (a std over one seed) is ``null``.
+    """
+    comps = comparisons.to_dict(orient="records")
+    rows = []
+    for v in verdicts.to_dict(orient="records"):
+        b = int(v["batch_size"])
+        row = {"batch_size": b, **{c: v[c] for c in VERDICT_COLUMNS if isinstance(v.get(c), str)}}
+        mine = [c for c in comps if c["batch_size"] == b]
+        row["diff_pp"] = {c["baseline"]: _number(100 * c["mean_diff"], 4) for c in mine}
+        row["ci_pp"] = {c["baseline"]: [_number(100 * c["ci_low"], 4), _number(100 * c["ci_high"], 4)] for c in mine}
+        row["accuracy_pct"] = {s["method"]: {"mean": _number(100 * s["mean"], 4), "std": _number(100 * s["std"], 4)}
+                               for s in summary[summary["batch_size"] == b].to_dict(orient="records") if s["n"]}
+        row["frac_normalized"] = _number(frac_normalized.get(b, np.nan), 6)
+        rows.append(row)
+    return {"schema": EVIDENCE_SCHEMA, "dataset": dataset, "profile": provenance.get("profile"),
+            "data_status": provenance.get("data_status"),
+            "n_train": None if provenance.get("n_train") is None else int(provenance["n_train"]), "seeds": int(seeds),
+            "epochs": params.get("epochs"), "methods": list(params.get("methods") or []),
+            "numbers_produced": provenance.get("last run finished (UTC)"), "rows": rows}
+
+
+def write_evidence(out_dir, record: dict) -> Path:
+    """Write :func:`evidence_record`'s ``record`` as ``<out_dir>/evidence.json`` (atomically)."""
+    return atomic_write_json(Path(out_dir) / "evidence.json", record)
 
 
 def write_status(out_dir, status: str, reason: str = "", **extra) -> Path:

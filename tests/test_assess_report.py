@@ -10,47 +10,66 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from sbnlib import report
 from sbnlib.advice import _ACTIONS, benchmark_evidence, recommend, report_html
 from sbnlib.assess import assess_data
 from sbnlib.cli import main
+from sbnlib.plots import plot_benchmark_evidence
 
 from .conftest import REPO
 from .test_userdata import make_folder
 
-PROV = ("# dataset: {d}\n# data_status: synthetic\n# profile: cpu\n# n_train: 1234\n# seeds: 7\n"
-        '# parameters: {{"epochs": 5, "methods": ["bn", "sbn", "random", "gn"]}}\n')
+PROV = {"profile": "cpu", "data_status": "synthetic", "n_train": 1234, "last run finished (UTC)": "2026-01-02 03:04:05"}
+PARAMS = {"epochs": 5, "methods": ["bn", "sbn", "random", "gn"]}
 
 
-def _csv(path, d, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(PROV.format(d=d) + pd.DataFrame(rows).to_csv(index=False))
+def _write_evidence(out, dataset, verdicts, numbers=()):
+    """``<out>/<dataset>/evidence.json`` through the analysis's own writer, from frames shaped as
+    ``analyse`` has them: ``verdicts`` (rows of the verdict table), ``numbers``: per batch size
+    ``(sbn - bn difference in pp, fraction of batches normalised)``; every other number is made up
+    around them."""
+    comps = pd.DataFrame([{"batch_size": b, "baseline": base, "mean_diff": (d + k) / 100, "ci_low": (d + k - 1) / 100,
+                           "ci_high": (d + k + 1) / 100} for b, d, _ in numbers for k, base in enumerate(("bn", "random", "gn"))])
+    summary = pd.DataFrame([{"batch_size": b, "method": m, "mean": acc / 100, "std": sd / 100, "n": 7}
+                            for b, _, _ in numbers for m, acc, sd in (("bn", 90 + b, 1), ("sbn", 80 + b, 2),
+                                                                      ("random", 80, 3), ("gn", 91, 1))],
+                           columns=["batch_size", "method", "mean", "std", "n"])
+    frac = pd.Series({b: f for b, _, f in numbers}, dtype=float)
+    record = report.evidence_record(dataset, PROV, PARAMS, 7, pd.DataFrame(verdicts), comps, summary, frac)
+    report.write_evidence(out / dataset, record)
+    return record
+
+
+def _set_verdicts(out, old_new):
+    """Rewrite every verdict ``old`` as ``new`` in the evidence files of ``out``."""
+    for f in out.glob("*/evidence.json"):
+        rec = json.loads(f.read_text())
+        for r in rec["rows"]:
+            r.update({k: old_new.get(v, v) for k, v in r.items() if isinstance(v, str)})
+        f.write_text(json.dumps(rec))
 
 
 @pytest.fixture
 def results(tmp_path):
     """A results folder in the suite's layout, with made-up numbers that code must not know:
-    mnist (new columns: controls, gn, random), fashion_mnist (older columns, no accuracy.csv),
-    cifar10 (only in REPORT.md's verdict table), cifar100 (missing data)."""
+    mnist (controls, gn, random, every number), fashion_mnist and cifar10 (verdicts only),
+    cifar100 (missing data); beside them rendered tables that say otherwise, which must not be read."""
     out = tmp_path / "results"
-    _csv(out / "mnist" / "verdicts.csv", "mnist", [
-        {"batch_size": 2, "dataset": "mnist", "C1": "contradicted", "C2": "contradicted", "sbn vs random": "contradicted", "sbn vs gn": "inconclusive"},
-        {"batch_size": 4, "dataset": "mnist", "C1": "contradicted", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "contradicted"},
-        {"batch_size": 8, "dataset": "mnist", "C1": "inconclusive", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "inconclusive"},
-    ])
-    _csv(out / "mnist" / "accuracy.csv", "mnist", [
-        {"batch_size": b, "bn": f"9{b}.00 ± 1.00", "sbn": f"8{b}.00 ± 2.00", "random": "80.00 ± 3.00", "gn": "91.00 ± 1.00",
-         "sbn-bn diff (pp)": d, "sbn-bn 95% CI (pp)": f"[{d - 1:.2f}, {d + 1:.2f}]", "C1 vs bn": "ignored",
-         "sbn batches normalised": f"{n}%"}
-        for b, d, n in ((2, -6.13, 48.5), (4, -1.23, 51.0), (8, -0.42, 52.25))])
-    _csv(out / "fashion_mnist" / "verdicts.csv", "fashion_mnist", [
-        {"batch_size": 2, "dataset": "fashion_mnist", "C1": "inconclusive", "C2": "contradicted"},
-        {"batch_size": 4, "dataset": "fashion_mnist", "C1": "supported", "C2": "supported"},
-    ])
+    _write_evidence(out, "mnist", [
+        {"batch_size": 2, "C1": "contradicted", "C2": "contradicted", "sbn vs random": "contradicted", "sbn vs gn": "inconclusive", "bn converged": "yes"},
+        {"batch_size": 4, "C1": "contradicted", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "contradicted", "bn converged": "yes"},
+        {"batch_size": 8, "C1": "inconclusive", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "inconclusive", "bn converged": "yes"},
+    ], numbers=[(2, -6.13, 0.485), (4, -1.23, 0.51), (8, -0.42, 0.5225)])
+    _write_evidence(out, "fashion_mnist", [{"batch_size": 2, "C1": "inconclusive", "C2": "contradicted"},
+                                           {"batch_size": 4, "C1": "supported", "C2": "supported"}])
+    _write_evidence(out, "cifar10", [{"batch_size": 4, "C1": "contradicted", "C2": "contradicted"}])
     (out / "cifar100").mkdir()
     (out / "cifar100" / "status.json").write_text(json.dumps({"status": "missing", "reason": "files missing. Expected ..."}))
-    (out / "REPORT.md").write_text(
-        "# report\n\n| dataset | status | detail |\n|---|---|---|\n| mnist | ok | |\n| cifar100 | missing | no files |\n\n"
-        "| dataset | batch_size | C1 | C2 |\n|---|---|---|---|\n| mnist | 2 | supported | x |\n| cifar10 | 4 | contradicted | contradicted |\n")
+    # the rendered output, contradicting the evidence: the advice reads none of it
+    (out / "mnist" / "accuracy.csv").write_text(
+        "batch_size,bn,sbn,sbn-bn diff (pp),sbn-bn 95% CI (pp),C1 vs bn,sbn batches normalised\n"
+        '2,11.00 ± 1.00,12.00 ± 1.00,+1.00,"[0.50, 1.50]",supported,10.0%\n')
+    (out / "REPORT.md").write_text("| dataset | batch_size | C1 | C2 |\n|---|---|---|---|\n| mnist | 2 | supported | x |\n")
     return out
 
 
@@ -63,12 +82,75 @@ def test_evidence_is_read_from_the_files(results):
     assert ev["available"] and ev["dir"] == str(results) and not ev["problems"]
     rows = {(r["dataset"], r["batch_size"]): r for r in ev["rows"]}
     assert set(rows) == {("mnist", 2), ("mnist", 4), ("mnist", 8), ("fashion_mnist", 2), ("fashion_mnist", 4), ("cifar10", 4)}
-    assert rows["mnist", 2]["C1"] == "contradicted"  # verdicts.csv wins over REPORT.md
-    assert rows["mnist", 4]["sbn-bn diff (pp)"] == -1.23 and rows["mnist", 4]["accuracy"]["gn"] == "91.00 ± 1.00"
-    assert "sbn vs random" not in rows["fashion_mnist", 2] and rows["cifar10", 4]["C1"] == "contradicted"
-    assert ev["datasets"]["mnist"] == {"status": "ok", "profile": "cpu", "n_train": 1234, "seeds": 7, "epochs": 5,
-                                       "methods": ["bn", "sbn", "random", "gn"], "data_status": "synthetic", "numbers produced": None}
+    assert rows["mnist", 2]["C1"] == "contradicted"  # evidence.json, not REPORT.md or accuracy.csv
+    assert rows["mnist", 4]["diff_pp"] == {"bn": -1.23, "random": -0.23, "gn": 0.77}
+    assert rows["mnist", 4]["ci_pp"]["bn"] == [-2.23, -0.23] and rows["mnist", 4]["frac_normalized"] == 0.51
+    assert rows["mnist", 4]["accuracy_pct"]["gn"] == {"mean": 91.0, "std": 1.0}
+    assert "sbn vs random" not in rows["fashion_mnist", 2] and rows["fashion_mnist", 2]["diff_pp"] == {}
+    assert ev["datasets"]["mnist"] == {"profile": "cpu", "data_status": "synthetic", "n_train": 1234, "seeds": 7,
+                                       "epochs": 5, "methods": ["bn", "sbn", "random", "gn"],
+                                       "numbers_produced": "2026-01-02 03:04:05"}
     assert ev["not_run"]["cifar100"].startswith("missing")
+
+
+def test_evidence_read_back_equals_what_was_written(tmp_path):
+    verdicts = [{"batch_size": 2, "C1": report.NOT_CONVERGED, "C2": "inconclusive", "bn converged": "no"}]
+    record = _write_evidence(tmp_path, "mnist", verdicts, numbers=[(2, -3.5, 0.25)])
+    assert json.loads((tmp_path / "mnist" / "evidence.json").read_text()) == record  # plain JSON: no NaN, no numpy
+    ev = benchmark_evidence(tmp_path)
+    assert [{k: v for k, v in r.items() if k != "dataset"} for r in ev["rows"]] == record["rows"]
+    assert ev["datasets"]["mnist"] == {k: v for k, v in record.items() if k not in ("schema", "dataset", "rows")}
+    assert recommend(_row(2), ev)["action"] == "no measured difference"  # an unconverged baseline is not counted
+    assert "BN had not reached its target accuracy" in recommend(_row(2), ev)["reason"]
+    # deterministic: the same frames give the same bytes
+    first = (tmp_path / "mnist" / "evidence.json").read_bytes()
+    _write_evidence(tmp_path, "mnist", verdicts, numbers=[(2, -3.5, 0.25)])
+    assert (tmp_path / "mnist" / "evidence.json").read_bytes() == first
+
+
+def test_renamed_display_columns_change_nothing(results):
+    before = benchmark_evidence(results)
+    acc = results / "mnist" / "accuracy.csv"
+    acc.write_text(acc.read_text().replace("sbn-bn 95% CI (pp)", "CI").replace("sbn-bn diff (pp)", "difference"))
+    (results / "REPORT.md").unlink()
+    assert benchmark_evidence(results) == before
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda rec: {**rec, "schema": 2}, "has schema 2; this sbnlib reads schema 1"),
+    (lambda rec: {k: v for k, v in rec.items() if k != "schema"}, "has schema None"),
+    (lambda rec: {**rec, "rows": [{"batch_size": "2", "C1": "supported"}]}, "integer batch_size"),
+    (lambda rec: {**rec, "rows": [{**rec["rows"][0], "diff_pp": {"bn": "-6.13"}}]}, "numbers (or null)"),
+    (lambda rec: "{not json", "unreadable"),
+])
+def test_a_bad_evidence_file_is_reported_not_misread(results, damage, problem):
+    path = results / "mnist" / "evidence.json"
+    bad = damage(json.loads(path.read_text()))
+    path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    ev = benchmark_evidence(results)
+    assert len(ev["problems"]) == 1 and str(path) in ev["problems"][0] and problem in ev["problems"][0]
+    assert "mnist" not in ev["datasets"] and not any(r["dataset"] == "mnist" for r in ev["rows"])
+    assert ev["available"]  # the other datasets still count
+
+
+def test_a_dataset_that_ran_without_evidence_json_is_a_problem(results):
+    (results / "mnist" / "evidence.json").unlink()
+    (results / "mnist" / "status.json").write_text(json.dumps({"status": "ok", "reason": ""}))
+    ev = benchmark_evidence(results)
+    assert "mnist" not in ev["datasets"] and "mnist" not in ev["not_run"]
+    assert ev["problems"] == [f"{results / 'mnist' / 'evidence.json'} is missing although mnist ran; "
+                              "rerun its analysis to write it"]
+    res = assess_data(np.random.default_rng(0).normal(size=(40, 3)), [4], evidence=results)
+    assert "Left out: " + ev["problems"][0] in res["evidence_note"]
+
+
+def test_plot_draws_the_numbers(results):
+    ev = benchmark_evidence(results)
+    ax = plot_benchmark_evidence(ev, [3]).axes[0]
+    (line,) = [c for c in ax.containers if hasattr(c, "has_yerr")]  # only mnist has numbers
+    assert list(line.lines[0].get_ydata()) == [-6.13, -1.23, -0.42]
+    ends = sorted(float(y) for coll in line.lines[2] for seg in coll.get_segments() for y in seg[:, 1])
+    assert ends == pytest.approx(sorted([-7.13, -5.13, -2.23, -0.23, -1.42, 0.58]))
 
 
 def test_recommendations_quote_the_evidence(results):
@@ -93,29 +175,35 @@ def test_recommendations_quote_the_evidence(results):
     assert recommend(_row(64), ev)["evidence_batch_size"] == 8
 
 
-def test_supported_evidence_and_no_evidence(tmp_path, results):
-    for f in results.glob("*/verdicts.csv"):
-        f.write_text(f.read_text().replace("contradicted", "supported").replace("inconclusive", "supported"))
-    (results / "REPORT.md").unlink()
+def test_supported_evidence_and_no_evidence(tmp_path, results, monkeypatch):
+    _set_verdicts(results, {"contradicted": "supported", "inconclusive": "supported"})
     rec = recommend(_row(2), benchmark_evidence(results))
     assert rec["action"] == "try selective BN" and "worth a trial" in rec["recommendation"]
     none = recommend(_row(4), benchmark_evidence(tmp_path / "empty"))
     assert none["action"] == "no evidence" and "evidence is unavailable" in none["reason"]
     res = assess_data(np.random.default_rng(0).normal(size=(40, 3)), [4], evidence=tmp_path / "empty")
     assert res["evidence"]["available"] is False and "evidence unavailable" in res["evidence_note"]
+    # the library default reads no evidence, not even from an outputs/ in the working directory
+    shutil.copytree(results, tmp_path / "cwd" / "outputs")
+    monkeypatch.chdir(tmp_path / "cwd")
+    res = assess_data(np.random.default_rng(0).normal(size=(40, 3)), [4])
+    assert res["evidence"]["looked_in"] == [] and res["batch_sizes"][0]["recommendation"]["action"] == "no evidence"
+    assert "no results folder was given" in res["evidence_note"]
+    assert benchmark_evidence("auto")["dir"] == str(tmp_path / "cwd" / "outputs")  # what the command line's default reads
 
 
 def test_committed_outputs_are_read_if_present():
     out = REPO / "outputs"
-    files = sorted(out.glob("*/verdicts.csv"))
+    files = sorted(out.glob("*/evidence.json"))
     if not files:
-        pytest.skip(f"no committed results under {out}")
+        pytest.skip(f"no evidence.json under {out} (written by the analysis since evidence.json exists)")
     ev = benchmark_evidence(out)
-    assert ev["available"] and not ev["problems"]
+    assert ev["available"]
     got = {(r["dataset"], r["batch_size"]): r["C1"] for r in ev["rows"]}
     for f in files:
-        for rec in pd.read_csv(f, comment="#").to_dict(orient="records"):
-            assert got[f.parent.name, int(rec["batch_size"])] == rec["C1"]
+        if (f.parent / "verdicts.csv").is_file():
+            for rec in pd.read_csv(f.parent / "verdicts.csv", comment="#").to_dict(orient="records"):
+                assert got[f.parent.name, int(rec["batch_size"])] == rec["C1"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +244,7 @@ def _recommendation_table(page):
 
 def test_html_report_says_the_recommendation_once(results):
     """Three batch sizes, one recommendation: one paragraph says it, a table gives each batch size's facts."""
-    for f in results.glob("*/verdicts.csv"):
-        f.write_text(f.read_text().replace("supported", "contradicted").replace("inconclusive", "contradicted"))
+    _set_verdicts(results, {"supported": "contradicted", "inconclusive": "contradicted"})
     res = assess_data(np.random.default_rng(0).normal(size=(64, 3)), [2, 4, 8], evidence=results)
     assert {r["recommendation"]["action"] for r in res["batch_sizes"]} == {"use BN"}
     page = report_html(res)
@@ -171,7 +258,7 @@ def test_html_report_says_the_recommendation_once(results):
     # a committed report carries no clock: made twice, it is the same page
     assert "generated" in page and "generated" not in report_html(res, stamped=False)
     assert report_html(res, stamped=False) == report_html(dict(res, elapsed_s=123.0), stamped=False)
-    assert rows[0][5] == "-6.1 pp on MNIST"  # only MNIST's accuracy.csv has the difference
+    assert rows[0][5] == "-6.1 pp on MNIST"  # only MNIST's evidence has the difference
 
 
 def test_html_report_mixed_recommendations_each_said_once(results):

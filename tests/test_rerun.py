@@ -1,6 +1,12 @@
 """A rerun whose results are all cached leaves every file it writes byte-identical (issue 14)."""
+import json
+
+import pandas as pd
+import pytest
+
 from sbnlib import data
 from sbnlib import experiment as ex
+from sbnlib.advice import benchmark_evidence
 
 from .conftest import make_toy_dataset
 
@@ -24,7 +30,25 @@ def test_a_cached_rerun_rewrites_nothing(tmp_path, monkeypatch):
     first = _snapshot(tmp_path)
     assert "toy_rerun/accuracy.csv" in first and "REPORT.md" in first and "toy_rerun/lr_selection.md" in first
     assert not any(b"/tmp" in v or str(tmp_path).encode() in v for k, v in first.items() if not k.endswith(".png"))
+    _check_evidence(tmp_path, "toy_rerun")
     experiment()
     second = _snapshot(tmp_path)
     changed = sorted(k for k in first if first[k] != second.get(k))
     assert set(first) == set(second) and not changed, changed
+
+
+def _check_evidence(root, dataset):
+    """The analysis wrote ``evidence.json``, its numbers are those of the comparisons, and the advice reads it."""
+    ev = json.loads((root / dataset / "evidence.json").read_text())
+    verdicts = pd.read_csv(root / dataset / "verdicts.csv", comment="#")
+    comps = pd.read_csv(root / dataset / "comparisons_accuracy.csv")
+    assert ev["schema"] == 1 and ev["dataset"] == dataset and ev["profile"] == "smoke"
+    assert [r["batch_size"] for r in ev["rows"]] == [8, 16] and ev["seeds"] == 2
+    for r, v in zip(ev["rows"], verdicts.to_dict(orient="records")):
+        assert (r["C1"], r["C2"], r["bn converged"]) == (v["C1"], v["C2"], v["bn converged"])
+        c = comps[(comps.batch_size == r["batch_size"]) & (comps.baseline == "bn")].iloc[0]
+        assert r["diff_pp"]["bn"] == pytest.approx(100 * c.mean_diff, abs=1e-4)
+        assert r["ci_pp"]["bn"] == pytest.approx([100 * c.ci_low, 100 * c.ci_high], abs=1e-4)
+        assert set(r["accuracy_pct"]) == set(ev["methods"]) and 0 <= r["frac_normalized"] <= 1
+    read = benchmark_evidence(root)
+    assert not read["problems"] and {r["dataset"] for r in read["rows"]} == {dataset}
