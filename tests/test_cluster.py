@@ -27,10 +27,10 @@ def test_cluster_gives_the_same_numbers_and_files_as_jobs_1(shared_data, tmp_pat
 
 def test_client_writes_results_that_workers_kept_on_their_own_disk(tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    def run_elsewhere(cfg, root, path):  # a worker without the client's filesystem
-        return {"config_hash": sweep.config_hash(cfg), "ran": cfg.method}
+    def run_elsewhere(cfgs, root, paths):  # a worker without the client's filesystem (a unit: one run or a packed group)
+        return [{"config_hash": sweep.config_hash(c), "ran": c.method} for c in cfgs]
 
-    monkeypatch.setattr(sweep, "_run_one", run_elsewhere)
+    monkeypatch.setattr(sweep, "_run_unit", run_elsewhere)
     cfgs = _tiny()[:2]
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         out = run_configs(cfgs, tmp_path, progress=False, scheduler=client)
