@@ -225,8 +225,8 @@ def tune(P: Params, ds=None, progress: bool = True):
     results = run_configs(configs, P.out / "tuning", root=P.data_root, jobs=P.jobs, progress=progress,
                           desc=f"{P.dataset} lr selection ({len(configs)} runs)", scheduler=P.scheduler)
     sel = select_learning_rates(pd.DataFrame(list(iter_results(results))))
-    table = sel.assign(val_acc_mean=(100 * sel.val_acc_mean).round(2), val_acc_std=(100 * sel.val_acc_std).round(2))
-    if ds is not None:
+    if ds is not None:  # the table in percent, only where one is written
+        table = sel.assign(val_acc_mean=(100 * sel.val_acc_mean).round(2), val_acc_std=(100 * sel.val_acc_std).round(2))
         prov = report.make_provenance(ds.provenance, P.profile, P.sweep, results)
         edges = table[table.chosen & (table.edge != "")]
         report.write_table(
