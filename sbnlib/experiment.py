@@ -18,7 +18,16 @@ from .data import dataset_names, load_dataset
 from .io import atomic_write_json, ensure_writable_dir
 from .provenance import portable
 from .scoring import SCORERS
-from .sweep import PROFILES, dask_client, experiment_configs, iter_results, profile_params, run_configs, tuning_configs
+from .sweep import (
+    PROFILES,
+    dask_client,
+    experiment_configs,
+    iter_results,
+    profile_params,
+    run_configs,
+    tuning_configs,
+    widening_configs,
+)
 from .threshold import STRATEGIES
 from .train import METHODS
 
@@ -212,9 +221,10 @@ def tune(P: Params, ds=None, progress: bool = True):
 
     Trains the tuning runs (:func:`sbnlib.sweep.tuning_configs`: every method x batch size x
     ``lr_grid`` value x tuning seed; results in ``<out>/tuning/``), then picks, per method and batch
-    size, the grid value with the best mean final validation accuracy
-    (:func:`sbnlib.stats.select_learning_rates`). Writes ``lr_selection.csv`` / ``.md``; returns the
-    selection table. No test accuracy is read.
+    size, the value with the best mean final validation accuracy
+    (:func:`sbnlib.stats.select_learning_rates`); where that value is the lowest or highest tried,
+    the next one beyond it is trained and the choice made again (:func:`sbnlib.sweep.widening_configs`).
+    Writes ``lr_selection.csv`` / ``.md``; returns the selection table. No test accuracy is read.
     """
     from .stats import select_learning_rates
 
@@ -222,9 +232,14 @@ def tune(P: Params, ds=None, progress: bool = True):
         configs = tuning_configs(P.dataset, P.sweep)
     except ValueError as e:
         raise ParameterError(str(e)) from None
-    results = run_configs(configs, P.out / "tuning", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} lr selection ({len(configs)} runs)", scheduler=P.scheduler)
-    sel = select_learning_rates(pd.DataFrame(list(iter_results(results))))
+    for _ in range(int(P.sweep.get("lr_widen", 0)) + 1):  # the grid, then each widening round
+        results = run_configs(configs, P.out / "tuning", root=P.data_root, jobs=P.jobs, progress=progress,
+                              desc=f"{P.dataset} lr selection ({len(configs)} runs)", scheduler=P.scheduler)
+        sel = select_learning_rates(pd.DataFrame(list(iter_results(results))))
+        more = widening_configs(P.dataset, P.sweep, sel)
+        if not more:
+            break
+        configs = configs + more
     if ds is not None:  # the table in percent, only where one is written
         table = sel.assign(val_acc_mean=(100 * sel.val_acc_mean).round(2), val_acc_std=(100 * sel.val_acc_std).round(2))
         prov = report.make_provenance(ds.provenance, P.profile, P.sweep, results)
@@ -233,10 +248,12 @@ def tune(P: Params, ds=None, progress: bool = True):
             table.set_index(["method", "batch_size", "lr"]), P.out, "lr_selection",
             f"{P.dataset}: learning rate chosen per method and batch size on the validation split", prov,
             f"Peak learning rate at batch size 32 (scaled by sqrt(B/32) at batch size B) from the grid "
-            f"{P.sweep['lr_grid']}, chosen per method and batch size by the mean final validation accuracy (%) over "
+            f"{P.sweep['lr_grid']} (widened by halving or doubling, up to {P.sweep.get('lr_widen', 0)} steps, for a "
+            f"method and batch size whose choice lay at an edge), chosen per method and batch size by the mean final "
+            f"validation accuracy (%) over "
             f"the tuning seeds {P.sweep['tune_seeds']} (not evaluation seeds); ties go to the smaller rate. "
-            + (f"{len(edges)} of {int(table.chosen.sum())} choices lie at an edge of the grid (column edge)."
-               if len(edges) else "No choice lies at an edge of the grid."))
+            + (f"{len(edges)} of {int(table.chosen.sum())} choices lie at an edge of the values tried (column edge): "
+               "the grid should widen further there." if len(edges) else "No choice lies at an edge of the values tried."))
     return sel
 
 

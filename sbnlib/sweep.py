@@ -29,6 +29,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence
 from .train import LATER_FIELDS, METHODS, SCHEMA_VERSION, TrainConfig, config_dict, config_hash
 
 __all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "tuning_configs",
+           "widening_configs",
            "ablation_configs",
            "run_configs", "die_with_parent", "dask_client", "result_path", "load_result"]
 
@@ -53,9 +54,12 @@ _COMMON = dict(model="cnn_s", optimizer="sgd", lr=0.05, lr_scaling="sqrt", lr_re
 # accuracy over TUNE_SEEDS, which are not evaluation seeds. The test set is read once per run, at
 # its end, and never used to choose anything.
 RECIPE = dict(_COMMON, engine="auto", nesterov=True, schedule="warmup_cosine", warmup_frac=0.15, val_frac=0.1,
-              lr_grid=[0.0125, 0.025, 0.05, 0.1, 0.2], tune_seeds=[100, 101])
+              lr_grid=[0.0125, 0.025, 0.05, 0.1, 0.2], tune_seeds=[100, 101], lr_widen=2)
 # (0.0125 was added when the first MNIST selection runs put sbn's and none's choice at B=2 on the
-# grid's low edge, 0.025: lr_selection flags a choice at an edge, and then the grid widens)
+# grid's low edge, 0.025.) lr_widen: where a method's choice at a batch size still lies at an edge
+# of the values tried, the selection tries the next value beyond it (half or double), up to lr_widen
+# times per edge, for that method and batch size only (widening_configs); every method gets the
+# same rule, so none is tuned harder than another.
 
 # every experiment table compares sbn with bn and with the controls (issue 4), on paired seeds
 ALL_METHODS = ["none", "bn", "sbn", "sbn_frozen", "random", "gn"]
@@ -63,7 +67,7 @@ ALL_METHODS = ["none", "bn", "sbn", "sbn_frozen", "random", "gn"]
 PROFILES = {
     # minutes, for tests and CI: two batch sizes, two seeds, tiny subsets, a two-value grid
     "smoke": dict(RECIPE, batch_sizes=[4, 32], seeds=2, epochs=1, n_train=256, n_test=256,
-                  methods=ALL_METHODS, probe_points=5, lr_grid=[0.05, 0.2], tune_seeds=[100]),
+                  methods=ALL_METHODS, probe_points=5, lr_grid=[0.05, 0.2], tune_seeds=[100], lr_widen=0),
     # a newcomer's first run: the cpu recipe on fewer images, batch sizes and seeds; 3 seeds cannot
     # make any test significant, so its verdicts are a preview, never evidence
     "quick": dict(RECIPE, batch_sizes=[8, 64], seeds=3, epochs=4, n_train=3000, n_test=2000,
@@ -164,6 +168,24 @@ def tuning_configs(dataset: str, params: dict) -> List[TrainConfig]:
     if overlap:
         raise ValueError(f"tuning seeds {overlap} are also evaluation seeds; tune on other seeds")
     return [c for lr in grid for c in experiment_configs(dataset, dict(params, lr=lr, seeds=tune))]
+
+
+def widening_configs(dataset: str, params: dict, selection) -> List[TrainConfig]:
+    """Tuning runs one step beyond each choice that lies at an edge of the values tried.
+
+    ``selection``: :func:`sbnlib.stats.select_learning_rates` of the tuning runs so far. For every
+    chosen row whose ``edge`` is ``"low"`` (``"high"``), the runs of that method and batch size at
+    half (double) its learning rate, on the tuning seeds, unless the values tried already reach
+    ``lr_widen`` steps beyond ``lr_grid`` on that side. Empty when no choice lies at an open edge."""
+    grid, widen = list(params["lr_grid"]), int(params.get("lr_widen", 0))
+    lowest, highest = min(grid) / 2 ** widen, max(grid) * 2 ** widen
+    out = []
+    for row in selection[selection["chosen"] & (selection["edge"] != "")].itertuples():
+        lr = row.lr / 2 if row.edge == "low" else row.lr * 2
+        if lowest * (1 - 1e-9) <= lr <= highest * (1 + 1e-9):
+            out += experiment_configs(dataset, dict(params, lr=lr, seeds=params["tune_seeds"], methods=[row.method],
+                                                    batch_sizes=[int(row.batch_size)]))
+    return out
 
 
 # The ablation (notebooks/ablation.ipynb): every scorer x threshold strategy, and a sweep of the

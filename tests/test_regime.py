@@ -14,7 +14,16 @@ from sbnlib import report
 from sbnlib import train as train_mod
 from sbnlib.data import validation_split
 from sbnlib.stats import chosen_learning_rates, min_detectable_effect, select_learning_rates
-from sbnlib.sweep import PROFILES, SCHEMA_VERSION, experiment_configs, load_result, profile_params, result_path, tuning_configs
+from sbnlib.sweep import (
+    PROFILES,
+    SCHEMA_VERSION,
+    experiment_configs,
+    load_result,
+    profile_params,
+    result_path,
+    tuning_configs,
+    widening_configs,
+)
 from sbnlib.train import StepLog, TrainConfig, lr_at, train, training_data
 
 
@@ -217,3 +226,25 @@ def test_verdicts_on_an_unconverged_baseline_are_labelled():
     out = report.label_unconverged(t, conv, ["C1"])
     assert out["C1"].tolist() == ["contradicted", report.NOT_CONVERGED] and out["other"].tolist() == ["x", "y"]
     assert report.bn_converged(df, "mnist_fmnist_mix") == {2: None, 8: None}
+
+
+def test_a_choice_at_an_edge_widens_the_grid_for_that_method_and_batch_size_only():
+    p = dict(profile_params("cpu"), lr_grid=[0.05, 0.1, 0.2], lr_widen=1)
+    df = _tuning_frame()  # bn and sbn at B=8: both choose 0.1, inside the grid
+    assert widening_configs("mnist", p, select_learning_rates(df)) == []
+    df.loc[(df.method == "sbn") & (df.lr == 0.05), "final_val_acc"] = 0.99  # sbn now chooses the low edge
+    more = widening_configs("mnist", p, select_learning_rates(df))
+    assert {(c.method, c.batch_size, c.lr) for c in more} == {("sbn", 8, 0.025)}
+    assert sorted(c.seed for c in more) == p["tune_seeds"]
+    # once 0.025 is tried and wins, the low edge lies lr_widen=1 step beyond the grid: no further step
+    extra = pd.DataFrame([dict(method="sbn", batch_size=8, lr=0.025, seed=s, final_val_acc=1.0, diverged=False)
+                          for s in (100, 101)])
+    sel = select_learning_rates(pd.concat([df, extra], ignore_index=True))
+    assert sel.query("chosen and method == 'sbn'").lr.item() == 0.025
+    assert sel.query("chosen and method == 'sbn'").edge.item() == "low"
+    assert widening_configs("mnist", p, sel) == []
+    assert widening_configs("mnist", dict(p, lr_widen=2), sel)[0].lr == 0.0125
+    # the high edge doubles
+    df2 = _tuning_frame()
+    df2.loc[(df2.method == "bn") & (df2.lr == 0.2), "final_val_acc"] = 0.99
+    assert {c.lr for c in widening_configs("mnist", p, select_learning_rates(df2))} == {0.4}
