@@ -222,7 +222,7 @@ def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] =
 
     ``order`` is either a permutation/selection of sample indices (1-D), read in order and cut into
     consecutive batches, or a batch plan of shape ``(n_batches, batch_size)`` as made by
-    :func:`sbnlib.data.make_batch_plan`. Without it, samples are taken in their stored order.
+    :func:`sbnlib.batches.make_batch_plan`. Without it, samples are taken in their stored order.
     A trailing partial batch (``len(order) % batch_size`` samples) is dropped, as in a batch plan.
     """
     return x[_batch_index(x.shape[0], batch_size, order)]

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from sbnlib import data
-from sbnlib.data import DataError, DataWarning, load_dataset, make_batch_plan, stratified_subsample
+from sbnlib.batches import make_batch_plan
+from sbnlib.data import DataError, DataWarning, load_dataset, provenance, stratified_subsample
 
 
 def _shared_root() -> Path:
@@ -311,8 +312,8 @@ def test_matching_reference_md5_means_verified(tmp_path, monkeypatch):
 def test_md5_computed_once_per_file_across_loads(tmp_path, monkeypatch):
     make_cifar10_layout(tmp_path)
     calls = []
-    real = data._md5_uncached
-    monkeypatch.setattr(data, "_md5_uncached", lambda p, *a: calls.append(p) or real(p, *a))
+    real = provenance._md5_uncached
+    monkeypatch.setattr(provenance, "_md5_uncached", lambda p, *a: calls.append(p) or real(p, *a))
     load_quiet("cifar10", root=tmp_path)
     assert len(calls) == 7
     load_quiet("cifar10", root=tmp_path)
