@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
+
+from .checks import is_int
 
 #: seeds are integers in [0, SEED_MAX]: every generator seeded here (torch, numpy) takes them, and
 #: result tables hold them as int64
@@ -21,14 +22,14 @@ def make_batch_plan(n_samples: int, batch_size: int, seed: int, epoch: Optional[
     permutation seed becomes ``seed * 1_000_003 + epoch``, so batches are re-formed every epoch
     and reproducibly so.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+    if not is_int(batch_size):
         raise ValueError(f"batch_size must be an integer, got {batch_size!r}; pass e.g. batch_size=64")
     if not 1 <= batch_size <= n_samples:
         raise ValueError(f"batch_size={batch_size} is invalid for n_samples={n_samples}: it must be "
                          f"between 1 and {n_samples}; use a smaller batch size or more samples")
-    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0):
+    if epoch is not None and (not is_int(epoch) or epoch < 0):
         raise ValueError(f"epoch must be an integer >= 0 or None, got {epoch!r}")
     s = int(seed) if epoch is None else int(seed) * 1_000_003 + int(epoch)
     g = torch.Generator().manual_seed(s % (1 << 64))

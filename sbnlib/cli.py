@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                         "analysis); default: ./outputs, else the repository's outputs/; 'none': no evidence")
     a.add_argument("--out", default="outputs/assess", help="folder for the JSON, the histogram PNG and the HTML report")
 
+    sub.add_parser("datasets", help="list the dataset names --dataset accepts, one a line (run_all.sh reads them)")
     c = sub.add_parser("check-data", help="check that a dataset's files are present and readable")
     _data_args(c, subsets=False)
 
@@ -217,6 +218,11 @@ def _assess(args) -> int:
     return 0
 
 
+def _datasets(args) -> int:
+    print("\n".join(dataset_names()))
+    return 0
+
+
 def _check_data(args) -> int:
 
     ds = load_dataset(args.dataset, root=args.data_root, download=args.download)
@@ -265,7 +271,7 @@ def main(argv=None) -> int:
     warnings.showwarning = _show_warning
 
     try:
-        return {"assess": _assess, "train": _train, "check-data": _check_data}[args.command](args)
+        return {"assess": _assess, "train": _train, "check-data": _check_data, "datasets": _datasets}[args.command](args)
     except (DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,6 +25,8 @@ from typing import Callable, Dict, Optional, Set
 
 import torch
 
+from .checks import is_int
+
 __all__ = ["SCORERS", "FITTED", "register_scorer", "get_scorer", "fit_scorer", "score_batches", "batch_view"]
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
@@ -230,8 +232,9 @@ def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] =
 
 def _batch_index(n: int, batch_size: int, order: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The sample indices of :func:`batch_view`'s batches, ``(n_batches, batch_size)``."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
     if order is None:
         order = torch.arange(n)
     order = torch.as_tensor(order, dtype=torch.long)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..batches import make_batch_plan
+from ..checks import is_int
 from ..scoring import FITTED, SCORERS, fit_scorer, get_scorer, score_batches
 from ..threshold import classify_batches, fit_threshold
 from .advice import add_recommendations
@@ -240,7 +241,7 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
     if not batch_sizes:
         raise ValueError("no batch sizes given; pass at least one, e.g. 2 4 8 16 32 64")
     for b in batch_sizes:
-        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+        if not is_int(b) or b < 1:
             raise ValueError(f"batch sizes must be positive integers, got {b!r}")
     batch_sizes = [int(b) for b in batch_sizes]
     get_scorer(scorer)

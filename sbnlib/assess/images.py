@@ -11,6 +11,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..checks import is_int
 from .sources import IMAGE_SIZE_MAX, SKIP_HINT, Block, Source, UserDataError, _safe_name, printable
 from .streaming import release_free_memory
 
@@ -73,7 +74,7 @@ class ImageFolderSource(Source):
         root = Path(root)
         if not root.is_dir():
             raise UserDataError(f"{printable(root)} is not a folder")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= IMAGE_SIZE_MAX:
+        if not is_int(image_size) or not 1 <= image_size <= IMAGE_SIZE_MAX:
             raise UserDataError(f"image_size must be an integer in [1, {IMAGE_SIZE_MAX}], got {image_size!r}")
         if channels is not None and channels not in _MODES:
             raise UserDataError(f"channels must be one of {sorted(_MODES)}, got {channels!r}")

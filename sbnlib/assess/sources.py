@@ -111,5 +111,3 @@ def printable(path) -> str:
     unencodable surrogates) become ``\\xff`` escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
-
-_malloc_trim = None

@@ -116,6 +116,9 @@ def scan(source: Source, skip_bad: bool = False, progress: bool = False) -> Scan
                 skipped={"count": n_bad, "by_reason": by_reason, "examples": examples})
 
 
+_malloc_trim = None  # glibc's malloc_trim, looked up once (False where there is none)
+
+
 def release_free_memory() -> None:
     """Hand memory freed by this process back to the operating system (glibc's ``malloc_trim``).
 

@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..checks import is_int
 from .registry import DataWarning
 
 # --------------------------------------------------------------------------------------------
@@ -16,7 +17,7 @@ from .registry import DataWarning
 # --------------------------------------------------------------------------------------------
 
 def _check_count(n, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+    if not is_int(n):
         raise ValueError(f"{what} must be a positive integer (or None for all), got {n!r}")
     if n <= 0:
         raise ValueError(f"{what} must be a positive integer (or None for all), got {n}")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..batches import SEED_MAX
+from ..checks import check_int
 from ..scoring import SCORERS
 from ..threshold import STRATEGIES
 from .models import MODELS
@@ -142,10 +143,8 @@ class TrainConfig:
     engine: str = "single"  # "single": train(); "packed": packed.train_packed, the seeds of a configuration together
 
     def validate(self) -> "TrainConfig":
-        def _int(name, lo=1, hi=2**31 - 1):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ValueError(f"{name} must be an integer >= {lo} and <= {hi}, got {v!r}")
+        def _int(name, lo=1, hi=2**31 - 1):  # a numpy integer is stored as an int (the hash is of JSON)
+            setattr(self, name, check_int(getattr(self, name), name, lo, hi))
 
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")

@@ -18,6 +18,7 @@ from ..assess import evidence
 from ..assess.core import assess, domain_auroc_table
 from ..assess.figures import plot_example_batches, plot_frac_needs_bn, plot_score_histograms
 from ..batches import make_batch_plan
+from ..checks import is_int
 from ..data import dataset_names, load_dataset
 from ..io import atomic_write_json, ensure_writable_dir
 from ..provenance import portable
@@ -65,7 +66,7 @@ def _check_int_list(name, values, lo=1) -> List[int]:
     values = _split(values)
     if isinstance(values, list):
         values = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in values]
-    if isinstance(values, int) and not isinstance(values, bool):
+    if is_int(values):
         values = [values]
     try:
         values = list(values)
@@ -74,7 +75,7 @@ def _check_int_list(name, values, lo=1) -> List[int]:
     if not values:
         raise ParameterError(f"{name} is empty; give at least one value")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        if not is_int(v) or v < lo:
             raise ParameterError(f"{name} must hold integers >= {lo}, got {v!r} in {values!r}")
     return values
 
@@ -118,7 +119,7 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
         seeds = _check_int_list("seeds", seeds, lo=0)
     if seeds is not None and isinstance(seeds, int) and (isinstance(seeds, bool) or seeds < 1):
         raise ParameterError(f"seeds must be a count >= 1 or a list of integers, got {seeds!r}")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+    if epochs is not None and (not is_int(epochs) or epochs < 1):
         raise ParameterError(f"epochs must be an integer >= 1, got {epochs!r}")
     if methods is not None:
         methods = list(_split(methods))
@@ -128,9 +129,9 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
         if not {"bn", "sbn"} <= set(methods):
             raise ParameterError(f"methods must include 'bn' and 'sbn' (the comparison), got {methods!r}")
     for name, v in (("n_train", n_train), ("n_test", n_test)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        if v is not None and (not is_int(v) or v < 1):
             raise ParameterError(f"{name} must be a positive integer or None (the profile's), got {v!r}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if not is_int(jobs) or jobs < 1:
         raise ParameterError(f"jobs must be an integer >= 1, got {jobs!r}")
     try:
         sweep = profile_params(profile, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence
 
+from ..checks import is_int
 from ..io import atomic_write_json, ensure_writable_dir
 from ..scoring import SCORERS
 from ..threshold import STRATEGIES
@@ -107,14 +108,15 @@ def profile_params(profile: str, **overrides) -> dict:
 def _seed_list(seeds) -> List[int]:
     if isinstance(seeds, bool):
         raise ValueError(f"seeds must be a count or a list of integers, got {seeds!r}")
-    if isinstance(seeds, int):
+    if is_int(seeds):
+        seeds = int(seeds)
         if seeds < 1:
             raise ValueError(f"seeds must be at least 1 (a count) or a non-empty list, got {seeds}")
         return list(range(seeds))
     seeds = list(seeds)
     if not seeds:
         raise ValueError("the seed list is empty; give a count (e.g. 8) or a list of integers")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    if not all(is_int(s) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}")
@@ -381,7 +383,7 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     from tqdm import tqdm
 
 
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+    if not is_int(jobs) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     runs_dir = ensure_writable_dir(runs_dir)
     paths = [result_path(runs_dir, c) for c in configs]
