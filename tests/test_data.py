@@ -241,7 +241,7 @@ def test_idx_gz_only_checked_against_reference(tmp_path, monkeypatch):
     assert "MNIST/raw/train-images-idx3-ubyte.gz" in ds.provenance["files"]
     # with a reference table that matches: verified, no warning
     refs = {p.name: md5(p) for p in raw.iterdir()}
-    monkeypatch.setattr(data, "reference_md5s", lambda name: refs)
+    monkeypatch.setattr(provenance, "reference_md5s", lambda name: refs)  # where _verify looks it up
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         ds = load_dataset("mnist", root=tmp_path)
@@ -295,7 +295,7 @@ def test_matching_reference_md5_means_verified(tmp_path, monkeypatch):
     with pytest.warns(DataWarning, match="unverified copy"):  # torchvision's real reference
         assert load_dataset("cifar100", root=tmp_path).provenance["verified"] is False
     refs = {f: md5(folder / f) for f in ("train", "test", "meta")}
-    monkeypatch.setattr(data, "reference_md5s", lambda name: refs)
+    monkeypatch.setattr(provenance, "reference_md5s", lambda name: refs)  # where _verify looks it up
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         ds = load_dataset("cifar100", root=tmp_path)

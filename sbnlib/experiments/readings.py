@@ -12,7 +12,7 @@ every reading has been tested.
 * :func:`readings_table`: from the result rows (:func:`sbnlib.experiments.sweep.iter_results`), one row per
   reading and batch size: test accuracy of the reading, its control and ``bn``, the paired
   difference to ``bn``, to the control and to the default reading (bootstrap CI, Holm-adjusted
-  Wilcoxon, verdict; :func:`sbnlib.tables.accuracy_tables`) and the fraction of batches normalised.
+  Wilcoxon, verdict; :func:`sbnlib.experiments.tables.accuracy_tables`) and the fraction of batches normalised.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import pandas as pd
 
 from .config import TrainConfig, config_hash
 from .sweep import experiment_configs
+from .tables import accuracy_tables
 
 __all__ = ["Reading", "READINGS", "PLAN", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM", "base_fields",
            "readings_configs", "readings_table"]
@@ -121,7 +122,7 @@ def readings_table(df: pd.DataFrame, names: Optional[Sequence[str]] = None, base
     ``final_test_acc``, ``frac_normalized``, ``diverged`` and the :data:`READING_FIELDS`).
 
     Per reading (rows of the reading's method with its fields, ``base`` elsewhere, default
-    :func:`base_fields` of the TrainConfig defaults), :func:`sbnlib.tables.accuracy_tables` with the
+    :func:`base_fields` of the TrainConfig defaults), :func:`sbnlib.experiments.tables.accuracy_tables` with the
     reading as treatment (label ``reading``) against ``bn``, its random control (``control``) and,
     for the other readings, the default reading (``sbn``): mean ± std of each, paired differences
     with 95% bootstrap CIs, Holm-adjusted Wilcoxon p across batch sizes, verdicts, and the fraction
@@ -142,7 +143,7 @@ def readings_table(df: pd.DataFrame, names: Optional[Sequence[str]] = None, base
         sub = pd.concat(parts, ignore_index=True)
         if not (sub["method"] == "reading").any():
             continue
-        acc = tables.accuracy_tables(sub, ["reading", "control", "bn"], treatment="reading",
+        acc = accuracy_tables(sub, ["reading", "control", "bn"], treatment="reading",
                                      baselines=["bn", "control", "sbn"], n_boot=n_boot)
         t = acc["accuracy"].rename(columns={"reading": "reading acc (%)", "control": "control acc (%)",
                                             "bn": "bn acc (%)", "C1 vs bn": "reading vs bn"})
