@@ -77,7 +77,7 @@ mkdir -p "$out" 2>/dev/null && [ -w "$out" ] || { echo "error: output directory 
 exec 9>"$out/.run_all.lock"
 flock -n 9 || { echo "error: another ./run_all.sh is writing $out (it holds $out/.run_all.lock); wait for it to end or choose another --output-dir" >&2; exit 2; }
 # Ctrl-C or SIGTERM: stop every process this script started (papermill; its kernel and the kernel's
-# sweep workers follow their parent, sbnlib.sweep.die_with_parent), keep every finished result, exit 130
+# sweep workers follow their parent, sbnlib.experiments.sweep.die_with_parent), keep every finished result, exit 130
 kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill -TERM "$1" 2>/dev/null; }
 stop() { trap '' INT TERM; echo "interrupted: stopping the notebooks and their workers; finished runs are kept" >&2
          for c in $(pgrep -P $$); do kill_tree "$c"; done; wait; exit 130; }
@@ -92,7 +92,7 @@ portable() { local t=${1//"$root_abs"/$(basename "$root_abs")}; echo "${t//"$PWD
 
 start=$(date +%s)
 failed=(); missing=(); done_ok=(); with_data=()
-status_json() { "$python" -c 'import sys; from sbnlib.report import write_status; write_status(sys.argv[1], sys.argv[2], sys.argv[3])' "$@"; }
+status_json() { "$python" -c 'import sys; from sbnlib.assess.evidence import write_status; write_status(sys.argv[1], sys.argv[2], sys.argv[3])' "$@"; }
 run_nb() {  # run_nb NOTEBOOK DATASET [papermill args...]: execute into $out/DATASET/, progress to the console
   local nb=$1 d=$2; shift 2
   {  # in the background, waited for: a signal then reaches the trap at once, not when the notebook ends

@@ -217,7 +217,7 @@ def write_markdown(path, rows, setup: str, seconds: float, argv) -> None:
     """The measurements as a Markdown table, with the growth per added image between scales."""
     sys.path.insert(0, str(REPO))
     from sbnlib.io import atomic_write_bytes
-    from sbnlib.report import git_commit
+    from sbnlib.provenance import git_commit
 
     lines = ["# Peak memory of `assess --data` as the data grow", "",
              f"Produced by `python bench/bench_assess_memory.py {' '.join(argv)}` in {seconds:.0f} s; {setup}.",

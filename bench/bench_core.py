@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from sbnlib import load_dataset, score_batches, selective_bn
-from sbnlib.data import make_batch_plan
-from sbnlib.models import build_model
+from sbnlib.batches import make_batch_plan
+from sbnlib.experiments.models import build_model
 from sbnlib.scoring import SCORERS
 
 

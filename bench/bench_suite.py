@@ -15,7 +15,7 @@
 4. Sweep throughput, ``--jobs 2`` against ``--jobs 1``: the same 12 small runs, into fresh
    folders. Target: at least 1.6x on 2 cores.
 5. Packed seeds (issue 12): training images per second summed over 8 seeds of one configuration,
-   ``sbnlib.packed.train_packed`` on all 8 at once (and in groups of ``pack_size(B)``, as a sweep
+   ``sbnlib.experiments.packed.train_packed`` on all 8 at once (and in groups of ``pack_size(B)``, as a sweep
    packs them; and with ``torch.compile``, compile time included) against the single trainer run
    after run, on one thread, at B = 2, 8, 32, 128, side by side (MNIST subset, one epoch). Whole
    runs (with evaluation) and the step loops alone. Targets: >= 3x at B=2, >= 2x at B=8, never
@@ -44,14 +44,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import bench_step  # noqa: E402
 
-from sbnlib.data import load_dataset, make_batch_plan  # noqa: E402
+from sbnlib.batches import make_batch_plan  # noqa: E402
+from sbnlib.data import load_dataset  # noqa: E402
+from sbnlib.experiments.config import TrainConfig  # noqa: E402
+from sbnlib.experiments.models import build_model  # noqa: E402
+from sbnlib.experiments.packed import pack_size, train_packed  # noqa: E402
+from sbnlib.experiments.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
+from sbnlib.experiments.train import train  # noqa: E402
 from sbnlib.io import atomic_write_bytes  # noqa: E402
-from sbnlib.models import build_model  # noqa: E402
-from sbnlib.packed import pack_size, train_packed  # noqa: E402
 from sbnlib.scoring import score_batches  # noqa: E402
-from sbnlib.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
 from sbnlib.threshold import classify_batches, fit_threshold  # noqa: E402
-from sbnlib.train import TrainConfig, train  # noqa: E402
 
 BATCH_SIZES = [2, 4, 8, 16, 32, 64, 128]
 

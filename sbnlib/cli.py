@@ -9,9 +9,23 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 
-from .data import SEED_MAX
+import torch
+
+from .assess.advice import add_recommendations, plural, recommendation_lines
+from .assess.core import CHUNK_MB_MAX, DEFAULT_BATCH_SIZES, assess, assess_data, fitting_batch_sizes, summary_table
+from .assess.evidence import benchmark_evidence
+from .assess.sources import IMAGE_SIZE_MAX
+from .batches import SEED_MAX
+from .data import DataError, dataset_names, load_dataset
+from .experiments.config import EPOCHS_MAX, LR_RANGE, METHODS, SCOPES, THREADS_MAX, TrainConfig, config_hash
+from .experiments.models import MODELS
+from .experiments.train import train
+from .io import atomic_output_set, atomic_write_json, ensure_writable_dir
+from .scoring import SCORERS
+from .threshold import STRATEGIES, fit_threshold
 
 __all__ = ["main"]
 
@@ -65,9 +79,6 @@ class _Parser(argparse.ArgumentParser):
 def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool = False) -> None:
     """--dataset, --data-root, --download; with ``subsets`` also --n-train, --n-test, --data-seed;
     with ``own_data`` the alternative --data PATH and its reading options."""
-    from .assess import CHUNK_MB_MAX
-    from .data import dataset_names
-    from .userdata import IMAGE_SIZE_MAX
 
     if own_data:
         g = p.add_mutually_exclusive_group(required=True)
@@ -102,11 +113,6 @@ def _data_args(p: argparse.ArgumentParser, subsets: bool = True, own_data: bool 
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .assess import DEFAULT_BATCH_SIZES
-    from .models import MODELS
-    from .scoring import SCORERS
-    from .threshold import STRATEGIES
-    from .train import EPOCHS_MAX, LR_RANGE, METHODS, SCOPES, THREADS_MAX
 
     ap = _Parser(prog="python -m sbnlib", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -125,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                         "analysis); default: ./outputs, else the repository's outputs/; 'none': no evidence")
     a.add_argument("--out", default="outputs/assess", help="folder for the JSON, the histogram PNG and the HTML report")
 
+    sub.add_parser("datasets", help="list the dataset names --dataset accepts, one a line (run_all.sh reads them)")
     c = sub.add_parser("check-data", help="check that a dataset's files are present and readable")
     _data_args(c, subsets=False)
 
@@ -143,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--rate", type=_fraction, default=None)
     t.add_argument("--reform-batches", action="store_true", help="re-form and re-score batches every epoch")
     t.add_argument("--scope", choices=list(SCOPES), default="all",
-                   help="which BN layers a selective method switches (sbnlib.train.SCOPES)")
+                   help="which BN layers a selective method switches (sbnlib.experiments.config.SCOPES)")
     t.add_argument("--threads", type=_int_in(1, THREADS_MAX), default=None, help="torch CPU threads")
     t.add_argument("--out", default=None, help="result JSON path (default: outputs/runs/<config hash>.json)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -151,11 +158,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _assess(args) -> int:
-    from .advice import add_recommendations, benchmark_evidence, plural, recommendation_lines, write_html_report
-    from .assess import DEFAULT_BATCH_SIZES, assess, assess_data, fitting_batch_sizes, summary_table
-    from .io import atomic_output_set, atomic_write_json, ensure_writable_dir
-    from .plots import plot_score_histograms
-    from .threshold import fit_threshold
+    from .assess.figures import plot_score_histograms  # the [assess] extra (matplotlib), needed here only
+    from .assess.html import write_html_report
+
 
     fit_threshold([0.0, 1.0], args.threshold, q=args.q, rate=args.rate)  # bad --q / --rate: now, not after loading
     if args.data is not None:
@@ -178,7 +183,6 @@ def _assess(args) -> int:
         head = (f"{inp['path']} ({inp['kind']}): {inp['n_used']} of {plural(inp['n_items'], 'item')} used, item shape "
                 f"{'x'.join(map(str, inp['item_shape']))}, standardised {inp['standardisation']}")
     else:
-        from .data import load_dataset
 
         ds = load_dataset(args.dataset, root=args.data_root, download=args.download,
                           n_train=args.n_train, n_test=args.n_test, seed=args.data_seed)
@@ -214,8 +218,12 @@ def _assess(args) -> int:
     return 0
 
 
+def _datasets(args) -> int:
+    print("\n".join(dataset_names()))
+    return 0
+
+
 def _check_data(args) -> int:
-    from .data import load_dataset
 
     ds = load_dataset(args.dataset, root=args.data_root, download=args.download)
     p = ds.provenance
@@ -225,10 +233,7 @@ def _check_data(args) -> int:
 
 
 def _train(args) -> int:
-    import torch
 
-    from .io import atomic_write_json, ensure_writable_dir
-    from .train import TrainConfig, config_hash, train
 
     cfg = TrainConfig(dataset=args.dataset, method=args.method, batch_size=args.batch_size,
                       epochs=args.epochs, seed=args.seed, model=args.model, optimizer=args.optimizer,
@@ -240,7 +245,6 @@ def _train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.download:
-        from .data import load_dataset
 
         load_dataset(args.dataset, root=args.data_root, download=True)
     result = train(cfg, root=args.data_root, progress=not args.quiet)
@@ -258,7 +262,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
-    import warnings
 
     # a path that is not valid UTF-8 (kept by Python as surrogates) is printed escaped, never a crash
     for stream in (sys.stdout, sys.stderr):
@@ -266,10 +269,9 @@ def main(argv=None) -> int:
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     warnings.showwarning = _show_warning
-    from .data import DataError
 
     try:
-        return {"assess": _assess, "train": _train, "check-data": _check_data}[args.command](args)
+        return {"assess": _assess, "train": _train, "check-data": _check_data, "datasets": _datasets}[args.command](args)
     except (DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

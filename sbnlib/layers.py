@@ -22,7 +22,7 @@ Semantics, spelled out:
   when tracked).
 * **eval, disabled**: the skip mode again (``"identity"`` passes the input through, ``"frozen"``
   normalises with the running statistics, which is what eval mode does anyway). This lets an
-  inference policy skip BN on test batches too (see :mod:`sbnlib.train`); left at its default,
+  inference policy skip BN on test batches too (see :mod:`sbnlib.experiments.train`); left at its default,
   a selective layer in eval mode is plain BN.
 
 Each layer counts, in training mode only, how many batches it normalised (``n_normalized``) and

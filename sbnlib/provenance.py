@@ -6,12 +6,19 @@ them: re-rendering unchanged results leaves every committed file byte-identical.
 """
 from __future__ import annotations
 
+import importlib
+import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Dict, Iterable, Optional
 
-__all__ = ["git_commit", "produced", "numbers_from", "portable"]
+import numpy
+import torch
+
+from . import __version__
+
+__all__ = ["git_commit", "produced", "numbers_from", "portable", "versions"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -56,4 +63,15 @@ def portable(dataset_provenance: dict) -> dict:
     out = dict(dataset_provenance)
     if out.get("root"):
         out["root"] = Path(str(out["root"])).name
+    return out
+
+
+def versions(*extras: str) -> Dict[str, str]:
+    """The versions record (the one place it is built): sbnlib, torch, numpy and python, then each
+    installed package of ``extras`` (e.g. ``"scipy", "pandas"`` for the tables). A result record
+    carries ``versions()``; a table's provenance ``versions("scipy", "pandas")``."""
+    out = {"sbnlib": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+           "python": platform.python_version()}
+    for name in extras:
+        out[name] = importlib.import_module(name).__version__
     return out

@@ -25,6 +25,8 @@ from typing import Callable, Dict, Optional, Set
 
 import torch
 
+from .checks import is_int
+
 __all__ = ["SCORERS", "FITTED", "register_scorer", "get_scorer", "fit_scorer", "score_batches", "batch_view"]
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
@@ -222,7 +224,7 @@ def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] =
 
     ``order`` is either a permutation/selection of sample indices (1-D), read in order and cut into
     consecutive batches, or a batch plan of shape ``(n_batches, batch_size)`` as made by
-    :func:`sbnlib.data.make_batch_plan`. Without it, samples are taken in their stored order.
+    :func:`sbnlib.batches.make_batch_plan`. Without it, samples are taken in their stored order.
     A trailing partial batch (``len(order) % batch_size`` samples) is dropped, as in a batch plan.
     """
     return x[_batch_index(x.shape[0], batch_size, order)]
@@ -230,8 +232,9 @@ def batch_view(x: torch.Tensor, batch_size: int, order: Optional[torch.Tensor] =
 
 def _batch_index(n: int, batch_size: int, order: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The sample indices of :func:`batch_view`'s batches, ``(n_batches, batch_size)``."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
     if order is None:
         order = torch.arange(n)
     order = torch.as_tensor(order, dtype=torch.long)

@@ -16,8 +16,8 @@ NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 SETUP = """\
 from IPython.display import Image, Markdown, display
 import pandas as pd
-from sbnlib import experiment as ex, report
-from sbnlib.sweep import die_with_parent
+from sbnlib.experiments import pipelines as ex, report, studies
+from sbnlib.experiments.sweep import die_with_parent
 die_with_parent()  # run by papermill: stop (and stop the sweep's workers) when papermill is killed
 pd.set_option("display.width", 200, "display.max_columns", 30)"""
 
@@ -101,7 +101,9 @@ same report, as a self-contained HTML page, is written to `feasibility_report.ht
 data run `python -m sbnlib assess --data PATH` (an image folder, a `.npy`/`.npz` array or a CSV)."""),
     new_code_cell("""\
 from IPython.display import HTML
-from sbnlib.advice import add_recommendations, benchmark_evidence, report_html, write_html_report
+from sbnlib.assess.advice import add_recommendations
+from sbnlib.assess.evidence import benchmark_evidence
+from sbnlib.assess.html import report_html, write_html_report
 add_recommendations(result, benchmark_evidence(P.output_dir))
 write_html_report(result, P.out / "feasibility_report.html", stamped=False)  # committed: no clock in it
 display(HTML(report_html(result, fragment=True)))"""),
@@ -283,7 +285,7 @@ output_dir = "outputs"   # the folder the experiments wrote (outputs/<profile> f
     new_code_cell(SETUP + """
 if isinstance(datasets, str):
     datasets = datasets.split()
-verdicts, statuses, report_path, extra = ex.summary(datasets, output_dir)
+verdicts, statuses, report_path, extra = studies.summary(datasets, output_dir)
 sanity = extra["sanity"]
 for d, st in statuses.items():
     print(f"{d:>14}: {st['status']}  {st.get('reason', '')}")"""),
@@ -373,7 +375,7 @@ is traditional BN). The **random control** normalises the same number of batches
 random curve at the same fraction of batches normalised."""),
     new_code_cell("""\
 dataset = "fashion_mnist"
-profile = "cpu"          # smoke | quick | cpu | paper (the ablation grid of sbnlib.sweep.ABLATION[profile])
+profile = "cpu"          # smoke | quick | cpu | paper (the ablation grid of sbnlib.experiments.sweep.ABLATION[profile])
 batch_sizes = None       # None: the profile's ablation batch sizes
 seeds = None             # None: the profile's ablation seed count
 scorers = None           # None: every registered scorer
@@ -392,7 +394,7 @@ ds = ex.load(P)
 print(ds, "\\nprovenance:", ds.provenance["status"])"""),
     new_markdown_cell("## Training the grid"),
     new_code_cell("""\
-out = ex.ablation(P, ds, batch_sizes=batch_sizes, seeds=seeds, scorers=scorers, strategies=strategies, rates=rates)"""),
+out = studies.ablation(P, ds, batch_sizes=batch_sizes, seeds=seeds, scorers=scorers, strategies=strategies, rates=rates)"""),
     new_markdown_cell("""\
 ## Accuracy against the fraction of batches normalised
 
@@ -421,7 +423,7 @@ experiment notebook tests one: every BN layer passes the low-score batches throu
 a claim is called contradicted, each other reading is trained here on the same paired seeds, with
 its own **random control**: the same selection rule applied to as many batches chosen at random, so
 that a difference to the control is the effect of choosing batches by heterogeneity, not of
-normalising fewer of them. The readings (`sbnlib.readings.READINGS`):
+normalising fewer of them. The readings (`sbnlib.experiments.readings.READINGS`):
 
 | reading | what changes | why the abstract allows it |
 |---|---|---|
@@ -440,9 +442,9 @@ experiment where the configuration is the same."""),
     new_code_cell("""\
 dataset = "mnist_fmnist_mix"
 profile = "cpu"          # smoke | quick | cpu | paper: the experiment's sweep (recipe, subset sizes)
-batch_sizes = None       # None: the profile's readings plan (sbnlib.readings.PLAN: small batch sizes and one large)
+batch_sizes = None       # None: the profile's readings plan (sbnlib.experiments.readings.PLAN: small batch sizes and one large)
 seeds = None             # a count or a list; None: the readings plan's
-readings = None          # None: every reading of sbnlib.readings.READINGS; or e.g. "identity inverse input"
+readings = None          # None: every reading of sbnlib.experiments.readings.READINGS; or e.g. "identity inverse input"
 n_train = None
 n_test = None
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
@@ -451,7 +453,7 @@ jobs = 1
 scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""",
                   metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
-from sbnlib import readings as rd
+from sbnlib.experiments import readings as rd
 P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, seeds=seeds, n_train=n_train, n_test=n_test,
                       data_root=data_root, output_dir=output_dir, jobs=jobs, scheduler=scheduler)
 ds = ex.load(P)
@@ -460,7 +462,7 @@ display(pd.DataFrame([{"reading": n, "method": r.method, "control": r.control, "
                       for n, r in rd.READINGS.items()]).set_index("reading"))"""),
     new_markdown_cell("## Training bn, every reading and every control"),
     new_code_cell("""\
-out = ex.readings(P, ds, names=readings)
+out = studies.readings(P, ds, names=readings)
 print(f"{len(out['frame'])} runs; diverged: {int(out['frame'].diverged.sum())}")"""),
     new_markdown_cell("""\
 ## The readings table

@@ -19,8 +19,8 @@ sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 
-from sbnlib.report import markdown_table  # noqa: E402
-from sbnlib.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
+from sbnlib.experiments.sweep import experiment_configs, profile_params, run_configs  # noqa: E402
+from sbnlib.experiments.tables import markdown_table  # noqa: E402
 
 
 def main(argv=None):

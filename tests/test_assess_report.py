@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sbnlib import report
-from sbnlib.advice import _ACTIONS, benchmark_evidence, recommend, report_html
-from sbnlib.assess import assess_data
+from sbnlib.assess import assess_data, evidence
+from sbnlib.assess.advice import _ACTIONS, recommend
+from sbnlib.assess.evidence import benchmark_evidence
+from sbnlib.assess.figures import plot_benchmark_evidence
+from sbnlib.assess.html import report_html
 from sbnlib.cli import main
-from sbnlib.plots import plot_benchmark_evidence
+from sbnlib.experiments import report
 
 from .conftest import REPO
 from .test_userdata import make_folder
@@ -36,7 +38,7 @@ def _write_evidence(out, dataset, verdicts, numbers=()):
                            columns=["batch_size", "method", "mean", "std", "n"])
     frac = pd.Series({b: f for b, _, f in numbers}, dtype=float)
     record = report.evidence_record(dataset, PROV, PARAMS, 7, pd.DataFrame(verdicts), comps, summary, frac)
-    report.write_evidence(out / dataset, record)
+    evidence.write_evidence(out / dataset, record)
     return record
 
 
@@ -94,7 +96,7 @@ def test_evidence_is_read_from_the_files(results):
 
 
 def test_evidence_read_back_equals_what_was_written(tmp_path):
-    verdicts = [{"batch_size": 2, "C1": report.NOT_CONVERGED, "C2": "inconclusive", "bn converged": "no"}]
+    verdicts = [{"batch_size": 2, "C1": evidence.NOT_CONVERGED, "C2": "inconclusive", "bn converged": "no"}]
     record = _write_evidence(tmp_path, "mnist", verdicts, numbers=[(2, -3.5, 0.25)])
     assert json.loads((tmp_path / "mnist" / "evidence.json").read_text()) == record  # plain JSON: no NaN, no numpy
     ev = benchmark_evidence(tmp_path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbnlib.experiment import ParameterError, feasibility, resolve_params
+from sbnlib.experiments.pipelines import ParameterError, feasibility, resolve_params
 
 from .conftest import REPO
 from .test_data import _SystemCall, dump, make_cifar10_layout, make_idx_layout

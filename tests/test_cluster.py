@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from sbnlib import sweep
-from sbnlib.experiment import ParameterError, resolve_params
-from sbnlib.sweep import result_path, run_configs
+from sbnlib.experiments import config, sweep
+from sbnlib.experiments.pipelines import ParameterError, resolve_params
+from sbnlib.experiments.sweep import result_path, run_configs
 
 from .test_sweep import _numbers, _tiny
 
@@ -28,7 +28,7 @@ def test_cluster_gives_the_same_numbers_and_files_as_jobs_1(shared_data, tmp_pat
 def test_client_writes_results_that_workers_kept_on_their_own_disk(tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
     def run_elsewhere(cfgs, root, paths):  # a worker without the client's filesystem (a unit: one run or a packed group)
-        return [{"config_hash": sweep.config_hash(c), "ran": c.method} for c in cfgs]
+        return [{"config_hash": config.config_hash(c), "ran": c.method} for c in cfgs]
 
     monkeypatch.setattr(sweep, "_run_unit", run_elsewhere)
     cfgs = _tiny()[:2]

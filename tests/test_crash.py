@@ -21,11 +21,11 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from sbnlib import advice
+from sbnlib.assess import html
 from sbnlib.cli import main
+from sbnlib.experiments.sweep import experiment_configs, iter_results, load_result, profile_params, result_path, run_configs
+from sbnlib.experiments.tables import accuracy_tables
 from sbnlib.io import atomic_output_set
-from sbnlib.report import accuracy_tables
-from sbnlib.sweep import experiment_configs, iter_results, load_result, profile_params, result_path, run_configs
 
 from .conftest import REPO
 
@@ -33,7 +33,7 @@ SWEEP = dict(batch_sizes=[4, 8, 16], seeds=2, n_train=128, n_test=64, methods=["
 
 SCRIPT = """\
 import sys
-from sbnlib.sweep import experiment_configs, profile_params, run_configs
+from sbnlib.experiments.sweep import experiment_configs, profile_params, run_configs
 params = profile_params("smoke", **{sweep!r})
 run_configs(experiment_configs("mnist", params), sys.argv[1], root=sys.argv[2], jobs=1, progress=False)
 """
@@ -188,7 +188,7 @@ def test_assess_failing_after_the_png_leaves_the_earlier_set_whole(failing, tmp_
     if failing == "write_html_report":  # the PNG is written, then the HTML fails (as a non-UTF-8 path once did)
         def fail(*a, **k):
             raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
-        monkeypatch.setattr(advice, "write_html_report", fail)
+        monkeypatch.setattr(html, "write_html_report", fail)
     else:  # the whole set is written, the move into place fails (the first rename already)
         def fail(*a, **k):
             raise OSError(5, "Input/output error")

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from sbnlib import data
-from sbnlib.data import DataError, DataWarning, load_dataset, make_batch_plan, stratified_subsample
+from sbnlib.batches import make_batch_plan
+from sbnlib.data import DataError, DataWarning, load_dataset, provenance, stratified_subsample
 
 
 def _shared_root() -> Path:
@@ -240,7 +241,7 @@ def test_idx_gz_only_checked_against_reference(tmp_path, monkeypatch):
     assert "MNIST/raw/train-images-idx3-ubyte.gz" in ds.provenance["files"]
     # with a reference table that matches: verified, no warning
     refs = {p.name: md5(p) for p in raw.iterdir()}
-    monkeypatch.setattr(data, "reference_md5s", lambda name: refs)
+    monkeypatch.setattr(provenance, "reference_md5s", lambda name: refs)  # where _verify looks it up
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         ds = load_dataset("mnist", root=tmp_path)
@@ -294,7 +295,7 @@ def test_matching_reference_md5_means_verified(tmp_path, monkeypatch):
     with pytest.warns(DataWarning, match="unverified copy"):  # torchvision's real reference
         assert load_dataset("cifar100", root=tmp_path).provenance["verified"] is False
     refs = {f: md5(folder / f) for f in ("train", "test", "meta")}
-    monkeypatch.setattr(data, "reference_md5s", lambda name: refs)
+    monkeypatch.setattr(provenance, "reference_md5s", lambda name: refs)  # where _verify looks it up
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         ds = load_dataset("cifar100", root=tmp_path)
@@ -311,8 +312,8 @@ def test_matching_reference_md5_means_verified(tmp_path, monkeypatch):
 def test_md5_computed_once_per_file_across_loads(tmp_path, monkeypatch):
     make_cifar10_layout(tmp_path)
     calls = []
-    real = data._md5_uncached
-    monkeypatch.setattr(data, "_md5_uncached", lambda p, *a: calls.append(p) or real(p, *a))
+    real = provenance._md5_uncached
+    monkeypatch.setattr(provenance, "_md5_uncached", lambda p, *a: calls.append(p) or real(p, *a))
     load_quiet("cifar10", root=tmp_path)
     assert len(calls) == 7
     load_quiet("cifar10", root=tmp_path)

@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
+from sbnlib.experiments.models import MODELS, build_model
 from sbnlib.layers import SelectiveBatchNorm1d, SelectiveBatchNorm2d
-from sbnlib.models import MODELS, NORM_LAYERS, build_model, create_norm, register_norm
+from sbnlib.norms import NORM_LAYERS, create_norm, register_norm
 
 EXPECTED = {
     "none": nn.Identity,

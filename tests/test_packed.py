@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 
+from sbnlib.experiments.config import TrainConfig, config_dict, config_hash
+from sbnlib.experiments.models import build_model
+from sbnlib.experiments.packed import PackedBatchNorm, pack, pack_inputs, train_packed, unpack
+from sbnlib.experiments.train import train
 from sbnlib.layers import selective_bn
-from sbnlib.models import build_model
-from sbnlib.packed import PackedBatchNorm, pack, pack_inputs, train_packed, unpack
-from sbnlib.train import TrainConfig, config_dict, config_hash, train
 
 from .conftest import make_toy_dataset
 
@@ -136,9 +137,9 @@ def _cfgs(method, batch, seeds=SEEDS, engine="packed", **kw):
 def _one_ulp_run(cfg, data, monkeypatch):
     """The single-seed run of ``cfg`` with every initial weight moved up by one float32 ulp: how far
     rounding alone moves this run (the yardstick of the comparisons below)."""
-    import sbnlib.train
+    import sbnlib.experiments.train
 
-    build = sbnlib.train.build_model
+    build = sbnlib.experiments.train.build_model
 
     def nudged(*args, **kw):
         model = build(*args, **kw)
@@ -148,7 +149,7 @@ def _one_ulp_run(cfg, data, monkeypatch):
         return model
 
     with monkeypatch.context() as m:
-        m.setattr(sbnlib.train, "build_model", nudged)
+        m.setattr(sbnlib.experiments.train, "build_model", nudged)
         return train(cfg, dataset=data)
 
 
@@ -252,7 +253,7 @@ def test_a_learning_rate_selection_trains_as_one_group():
 
 
 def test_units_pack_a_learning_rate_selection_together():
-    from sbnlib.sweep import _units
+    from sbnlib.experiments.sweep import _units
 
     configs = [c for lr in (0.01, 0.02, 0.04, 0.08) for c in _cfgs("bn", 2, seeds=[100, 101], lr=lr)]
     configs += _cfgs("bn", 8, seeds=[100, 101], lr=0.01) + _cfgs("bn", 8, seeds=[100, 101], lr=0.02) \
@@ -280,8 +281,8 @@ def test_engine_is_validated_and_packed_needs_sgd():
 
 
 def test_units_group_packed_seeds_of_one_configuration_up_to_the_pack_size():
-    from sbnlib.packed import pack_size
-    from sbnlib.sweep import _units
+    from sbnlib.experiments.packed import pack_size
+    from sbnlib.experiments.sweep import _units
 
     configs = (_cfgs("bn", 2, seeds=range(10)) + _cfgs("sbn", 2, seeds=range(3)) + _cfgs("bn", 16, seeds=range(3))
                + _cfgs("bn", 128, seeds=range(2)) + _cfgs("bn", 2, seeds=range(2), engine="single"))
@@ -294,19 +295,19 @@ def test_units_group_packed_seeds_of_one_configuration_up_to_the_pack_size():
 
 
 def test_sweep_trains_packed_groups_and_caches_every_run(tmp_path, monkeypatch):
-    import sbnlib.packed
-    import sbnlib.train
-    from sbnlib.sweep import result_path, run_configs
+    from sbnlib.experiments import sweep
+    from sbnlib.experiments import train as train_mod
+    from sbnlib.experiments.sweep import result_path, run_configs
 
     data = _toy(64)
-    monkeypatch.setattr(sbnlib.train, "_prepared", lambda *a: data)  # the toy task stands in for a dataset
+    monkeypatch.setattr(train_mod, "_prepared", lambda *a: data)  # the toy task stands in for a dataset
     groups = []
 
     def spy(cfgs, **kw):
         groups.append([(c.method, c.seed) for c in cfgs])
         return train_packed(cfgs, **kw)
 
-    monkeypatch.setattr(sbnlib.packed, "train_packed", spy)
+    monkeypatch.setattr(sweep, "train_packed", spy)  # as the sweep calls it
     configs = _cfgs("bn", 4) + _cfgs("sbn", 4) + _cfgs("sbn", 4, seeds=[5], engine="single")
     first = run_configs(configs, tmp_path, progress=False)
     assert sorted(groups) == [[("bn", s) for s in SEEDS], [("sbn", s) for s in SEEDS]]

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sbnlib import plots
+from sbnlib.assess import figures
+from sbnlib.experiments import plots
 
 METRICS = {"loss_volatility": "training-loss volatility (std)", "grad_norm_cv": "gradient-norm CV",
            "ics_shift": "ICS probe"}
@@ -200,10 +201,10 @@ def test_score_histograms_and_examples(tmp_path):
     res = {"scorer": "feature_std", "threshold_strategy": "mean",
            "batch_sizes": [{"batch_size": b, "n_batches": 50, "threshold": 0.5, "frac_needs_bn": 0.4,
                             "scores": list(np.linspace(0, 1, 50))} for b in (2, 4)]}
-    fig = plots.plot_score_histograms(res, tmp_path / "h.png")
+    fig = figures.plot_score_histograms(res, tmp_path / "h.png")
     assert "40% of 50 batches need BN" in fig.axes[0].get_title()
     imgs = np.random.default_rng(0).integers(0, 255, (6, 4, 3, 8, 8), dtype=np.uint8)
-    fig = plots.plot_example_batches(imgs, np.arange(6.0), k=2, path=tmp_path / "e.png")
+    fig = figures.plot_example_batches(imgs, np.arange(6.0), k=2, path=tmp_path / "e.png")
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels == ["most\n5.000", "most\n4.000", "least\n0.000", "least\n1.000"]
     assert (tmp_path / "e.png").exists()

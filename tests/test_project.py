@@ -47,8 +47,8 @@ import sys
 for m in ("scipy", "pandas", "matplotlib", "seaborn", "papermill", "jupyter", "PIL", "dask", "statsmodels"):
     sys.modules[m] = None  # import m now raises ImportError
 import torch, sbnlib
-from sbnlib.models import build_model
-from sbnlib.train import TrainConfig
+from sbnlib.experiments.models import build_model
+from sbnlib.experiments.config import TrainConfig
 x = torch.randn(64, 3, 8, 8)
 scores = sbnlib.score_batches(x, batch_size=8)
 needs = sbnlib.classify_batches(scores, sbnlib.fit_threshold(scores, "mean"))

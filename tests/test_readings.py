@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from sbnlib import data
-from sbnlib import readings as rd
 from sbnlib.assess import assess, assess_data, domain_auroc, domain_auroc_table
+from sbnlib.experiments import readings as rd
+from sbnlib.experiments.config import LATER_FIELDS, METHODS, SCOPES, TrainConfig, config_dict, config_hash
+from sbnlib.experiments.models import build_model
+from sbnlib.experiments.probes import switched_layers
+from sbnlib.experiments.train import _selection, train
 from sbnlib.layers import SelectiveBatchNorm2d, selective_bn, selective_layers
-from sbnlib.models import build_model
 from sbnlib.scoring import SCORERS, fit_scorer, score_batches
-from sbnlib.train import LATER_FIELDS, METHODS, SCOPES, TrainConfig, _selection, config_dict, config_hash, switched_layers, train
 
 from .conftest import REPO, make_toy_dataset
 
@@ -150,7 +152,7 @@ def test_auroc_table_on_a_synthetic_mixture_ranks_spectral_split_first():
 def test_assess_fits_once_on_all_inputs_and_assess_data_once_per_call(monkeypatch):
     x, _ = _two_sources()
     res = assess(x, [4, 8], "spectral_split")
-    from sbnlib.data import make_batch_plan
+    from sbnlib.batches import make_batch_plan
 
     fitted = fit_scorer("spectral_split", x)
     for row in res["batch_sizes"]:
@@ -164,8 +166,7 @@ def test_assess_fits_once_on_all_inputs_and_assess_data_once_per_call(monkeypatc
 
 
 def test_feasibility_writes_one_auroc_column_per_scorer(tmp_path, monkeypatch):
-    from sbnlib import experiment as ex
-
+    from sbnlib.experiments import pipelines as ex
     _, domain = _two_sources(n=200)
     ds = dataclasses.replace(make_toy_dataset(n_train=200), domain_train=domain)
     monkeypatch.setitem(data.DERIVED, "toy_mix", lambda **kw: ds)
@@ -243,13 +244,13 @@ def test_readings_table_from_synthetic_rows():
 
 
 def test_a_tiny_readings_run_end_to_end(tmp_path, monkeypatch):
-    from sbnlib import experiment as ex
-
+    from sbnlib.experiments import pipelines as ex
+    from sbnlib.experiments import studies
     ds = make_toy_dataset()
     monkeypatch.setitem(data.DERIVED, "toy_readings", lambda **kw: ds)
     P = ex.resolve_params("toy_readings", "smoke", batch_sizes=[8], output_dir=str(tmp_path))
     lr_for = {(m, 8): 0.05 for m in ("bn", "sbn", "sbn_frozen", "random")}
-    out = ex.readings(P, ds, batch_sizes=[8], seeds=2, lr_for=lr_for, progress=False)
+    out = studies.readings(P, ds, batch_sizes=[8], seeds=2, lr_for=lr_for, progress=False)
     assert [n for n, _ in out["table"].index] == list(rd.READINGS)
     for f in ("readings.csv", "readings.md", "readings.png"):
         assert (tmp_path / "toy_readings" / f).exists(), f
@@ -270,4 +271,4 @@ def test_readings_notebook_has_parameters_and_narrative():
     assert len(tagged) == 1 and "readings = None" in "".join(tagged[0]["source"])
     text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert all(f"`{name}`" in text for name in rd.READINGS)  # the narrative explains every reading
-    assert "ex.readings(P, ds" in "".join("".join(c["source"]) for c in nb["cells"])
+    assert "studies.readings(P, ds" in "".join("".join(c["source"]) for c in nb["cells"])

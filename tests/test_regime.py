@@ -10,13 +10,14 @@ import pytest
 import torch
 from scipy import stats as st
 
-from sbnlib import report
-from sbnlib import train as train_mod
+from sbnlib.assess import evidence
 from sbnlib.data import validation_split
-from sbnlib.stats import chosen_learning_rates, min_detectable_effect, select_learning_rates
-from sbnlib.sweep import (
+from sbnlib.experiments import probes, records, tables
+from sbnlib.experiments.config import SCHEMA_VERSION, TrainConfig, lr_at
+from sbnlib.experiments.records import StepLog
+from sbnlib.experiments.stats import chosen_learning_rates, min_detectable_effect, select_learning_rates
+from sbnlib.experiments.sweep import (
     PROFILES,
-    SCHEMA_VERSION,
     experiment_configs,
     load_result,
     profile_params,
@@ -24,7 +25,7 @@ from sbnlib.sweep import (
     tuning_configs,
     widening_configs,
 )
-from sbnlib.train import StepLog, TrainConfig, lr_at, train, training_data
+from sbnlib.experiments.train import train, training_data
 
 
 def _cfg(**kw):
@@ -96,13 +97,13 @@ def test_training_data_holds_out_validation_images_the_trainer_never_steps_on(to
 
 def test_test_set_is_read_once_at_the_end_and_validation_every_epoch(toy, monkeypatch):
     calls = []
-    real = train_mod.evaluate
+    real = probes.evaluate
 
     def spy(model, x, y, batch_size=1000):
         calls.append(x.shape[0])
         return real(model, x, y, batch_size)
 
-    monkeypatch.setattr(train_mod, "evaluate", spy)
+    monkeypatch.setattr(records, "evaluate", spy)  # the epoch and final records evaluate
     r = train(_cfg(method="bn"), dataset=toy)
     n_val, n_test = 24, 120
     assert calls[:3] == [n_val] * 3 and calls[3] == n_test and calls.count(n_test) == 1
@@ -220,12 +221,12 @@ def test_records_carry_the_schema_version_and_older_ones_are_recomputed(toy, tmp
 
 def test_verdicts_on_an_unconverged_baseline_are_labelled():
     df = pd.DataFrame(dict(method=["bn"] * 4, batch_size=[2, 2, 8, 8], final_test_acc=[0.99, 0.99, 0.97, 0.98]))
-    conv = report.bn_converged(df, "mnist")
+    conv = tables.bn_converged(df, "mnist")
     assert conv == {2: True, 8: False}
     t = pd.DataFrame({"C1": ["contradicted", "supported"], "other": ["x", "y"]}, index=[2, 8])
-    out = report.label_unconverged(t, conv, ["C1"])
-    assert out["C1"].tolist() == ["contradicted", report.NOT_CONVERGED] and out["other"].tolist() == ["x", "y"]
-    assert report.bn_converged(df, "mnist_fmnist_mix") == {2: None, 8: None}
+    out = tables.label_unconverged(t, conv, ["C1"])
+    assert out["C1"].tolist() == ["contradicted", evidence.NOT_CONVERGED] and out["other"].tolist() == ["x", "y"]
+    assert tables.bn_converged(df, "mnist_fmnist_mix") == {2: None, 8: None}
 
 
 def test_a_choice_at_an_edge_widens_the_grid_for_that_method_and_batch_size_only():

@@ -3,8 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sbnlib import report
-from sbnlib.train import StepLog
+from sbnlib import provenance
+from sbnlib.assess import evidence
+from sbnlib.experiments import report, tables
+from sbnlib.experiments.records import StepLog
 
 
 def _runs(shift_acc=0.0, shift_vol=0.0, n_seeds=8):
@@ -24,7 +26,7 @@ def _runs(shift_acc=0.0, shift_vol=0.0, n_seeds=8):
 
 
 def test_markdown_table_formats_numbers_and_escapes_pipes():
-    md = report.markdown_table(pd.DataFrame({"a": [0.123456, np.nan], "b": ["x|y", "z"]}), index=False)
+    md = tables.markdown_table(pd.DataFrame({"a": [0.123456, np.nan], "b": ["x|y", "z"]}), index=False)
     lines = md.splitlines()
     assert lines[0] == "| a | b |" and lines[1] == "|---|---|"
     assert "0.1235" in lines[2] and "x\\|y" in lines[2] and "n/a" in lines[3]
@@ -33,7 +35,7 @@ def test_markdown_table_formats_numbers_and_escapes_pipes():
 def test_write_table_carries_provenance_and_reads_back(tmp_path):
     df = pd.DataFrame({"acc": [0.5, 0.75]}, index=pd.Index([2, 4], name="batch_size"))
     prov = {"profile": "cpu", "data_status": "unverified copy", "git_commit": "abc"}
-    paths = report.write_table(df, tmp_path, "t", "Title", prov, notes="some notes")
+    paths = tables.write_table(df, tmp_path, "t", "Title", prov, notes="some notes")
     back = pd.read_csv(paths["csv"], comment="#", index_col=0)
     assert back["acc"].tolist() == [0.5, 0.75]
     text = paths["csv"].read_text()
@@ -44,7 +46,7 @@ def test_write_table_carries_provenance_and_reads_back(tmp_path):
 
 def test_accuracy_table_reports_differences_and_verdicts():
     df = _runs(shift_acc=0.05)
-    acc = report.accuracy_tables(df, ["bn", "sbn"], n_boot=2000)["accuracy"]
+    acc = tables.accuracy_tables(df, ["bn", "sbn"], n_boot=2000)["accuracy"]
     assert list(acc.index) == [2, 8]
     assert (acc["sbn-bn diff (pp)"] == 5.0).all()
     assert (acc["C1 vs bn"] == "supported").all()
@@ -52,24 +54,24 @@ def test_accuracy_table_reports_differences_and_verdicts():
 
 
 def test_c2_rule():
-    better = report.stability_tables(_runs(shift_vol=-0.1), ["bn", "sbn"], n_boot=2000)
-    worse = report.stability_tables(_runs(shift_vol=+0.1), ["bn", "sbn"], n_boot=2000)
+    better = tables.stability_tables(_runs(shift_vol=-0.1), ["bn", "sbn"], n_boot=2000)
+    worse = tables.stability_tables(_runs(shift_vol=+0.1), ["bn", "sbn"], n_boot=2000)
     df = _runs()
-    assert set(report.c2_verdicts(df, better["comparisons"])) == {"supported"}
+    assert set(tables.c2_verdicts(df, better["comparisons"])) == {"supported"}
     mixed = better["comparisons"].copy()
     mixed.loc[mixed.metric == "ics_shift", "verdict"] = "contradicted"  # one better, one worse
-    assert set(report.c2_verdicts(df, mixed)) == {"inconclusive"}
-    assert set(report.c2_verdicts(df, worse["comparisons"])) == {"contradicted"}
-    same = report.stability_tables(df, ["bn", "sbn"], n_boot=2000)
-    assert "supported" not in set(report.c2_verdicts(df, same["comparisons"]))
+    assert set(tables.c2_verdicts(df, mixed)) == {"inconclusive"}
+    assert set(tables.c2_verdicts(df, worse["comparisons"])) == {"contradicted"}
+    same = tables.stability_tables(df, ["bn", "sbn"], n_boot=2000)
+    assert "supported" not in set(tables.c2_verdicts(df, same["comparisons"]))
     counts = better["counts"]
     assert counts["BN transformations sbn"].tolist() == [150, 150]
 
 
 def test_report_lists_missing_datasets_and_verdicts(tmp_path):
-    report.write_status(tmp_path / "mnist", "ok", data_status="verified")
+    evidence.write_status(tmp_path / "mnist", "ok", data_status="verified")
     (tmp_path / "mnist" / "accuracy.md").write_text("## mnist acc\n\n| a |\n")
-    report.write_status(tmp_path / "cifar100", "missing", "cifar100: files missing under the data root")
+    evidence.write_status(tmp_path / "cifar100", "missing", "cifar100: files missing under the data root")
     verdicts = pd.DataFrame({"dataset": ["mnist"], "batch_size": [2], "C1": ["inconclusive"], "C2": ["supported"]})
     path = report.write_report(tmp_path, ["mnist", "cifar100", "cifar10"], verdicts, [], {"git_commit": "abc"})
     text = path.read_text()
@@ -80,10 +82,10 @@ def test_report_lists_missing_datasets_and_verdicts(tmp_path):
 
 
 def test_status_round_trip_and_unreadable(tmp_path):
-    report.write_status(tmp_path, "failed", "boom", runs=3)
-    assert report.read_status(tmp_path) == {"status": "failed", "reason": "boom", "runs": 3}
+    evidence.write_status(tmp_path, "failed", "boom", runs=3)
+    assert evidence.read_status(tmp_path) == {"status": "failed", "reason": "boom", "runs": 3}
     (tmp_path / "status.json").write_text("{not json")
-    assert report.read_status(tmp_path)["status"] == "failed"
+    assert evidence.read_status(tmp_path)["status"] == "failed"
 
 
 def test_inference_table_rows_per_batch_and_method():
@@ -97,11 +99,11 @@ def test_inference_table_rows_per_batch_and_method():
         {"batch_size": 4, "method": "gn", "acc_running": np.nan, "acc_bypass": np.nan, "acc_selected": np.nan,
          "running_stats_drift": np.nan},
     ])
-    t = report.inference_table(df)
+    t = tables.inference_table(df)
     assert list(t.index) == [(4, "bn"), (4, "sbn")]  # gn has nothing to report
     row = t.loc[(4, "sbn")]
     assert row["test acc, standard eval (%)"] == 60.0 and row["running-stats drift"] == 1.5
-    assert report.inference_table(df.drop(columns=["acc_running", "acc_bypass", "acc_selected",
+    assert tables.inference_table(df.drop(columns=["acc_running", "acc_bypass", "acc_selected",
                                                    "running_stats_drift"])).empty
 
 
@@ -117,12 +119,12 @@ def test_git_commit_ignores_outputs_but_not_code(tmp_path):
     (tmp_path / "outputs" / "r.md").write_text("a")
     (tmp_path / "code.py").write_text("a")
     git("add", "-A"), git("commit", "-qm", "x")
-    assert not report.git_commit(tmp_path).endswith("+dirty")
+    assert not provenance.git_commit(tmp_path).endswith("+dirty")
     (tmp_path / "outputs" / "r.md").write_text("b")
-    assert not report.git_commit(tmp_path).endswith("+dirty")
+    assert not provenance.git_commit(tmp_path).endswith("+dirty")
     (tmp_path / "code.py").write_text("b")
-    assert report.git_commit(tmp_path).endswith("+dirty")
-    assert report.git_commit(tmp_path / "nowhere").startswith("unknown")
+    assert provenance.git_commit(tmp_path).endswith("+dirty")
+    assert provenance.git_commit(tmp_path / "nowhere").startswith("unknown")
 
 
 def test_verdict_sentences_count_batch_sizes():
@@ -149,7 +151,7 @@ def test_collapse_table_splits_the_last_epoch_by_bn_on_and_off():
     r2 = _result("sbn", 8, 1, [9, 9, 9, 9, 2.0, 4.0, 2.0, 4.0], [True, False] * 4, acc=0.7)
     bn = _result("bn", 8, 0, [9, 9, 9, 9, 0.5, 0.5, 0.5, 0.5], [True] * 8)
     gn = _result("gn", 8, 0, [9] * 8, [True] * 8)  # not a BN method: left out
-    t = report.collapse_table([r1, r2, bn, gn])
+    t = tables.collapse_table([r1, r2, bn, gn])
     assert list(t.index) == [(8, "bn"), (8, "sbn")]
     row = t.loc[(8, "sbn")]
     assert row["train loss, BN-on steps"] == 1.5 and row["train loss, BN-off steps"] == 3.5
@@ -171,7 +173,7 @@ def _bn_gn_runs(bn_drop, gn_drop, n_seeds=10):
 @pytest.mark.parametrize("bn_drop,gn_drop,expected", [(0.10, 0.0, "supported"), (0.0, 0.10, "contradicted"),
                                                       (0.02, 0.02, "inconclusive")])
 def test_bn_vs_gn_sanity_tests_the_difference_of_drops(bn_drop, gn_drop, expected):
-    t = report.bn_vs_gn_sanity({"toy": _bn_gn_runs(bn_drop, gn_drop)}, n_boot=2000)
+    t = tables.bn_vs_gn_sanity({"toy": _bn_gn_runs(bn_drop, gn_drop)}, n_boot=2000)
     row = t.iloc[0]
     assert (row["small B"], row["large B"], row["n"]) == (2, 32, 10)
     assert row["BN drops more than GN"] == expected
@@ -184,8 +186,8 @@ def test_bn_vs_gn_sanity_tests_the_difference_of_drops(bn_drop, gn_drop, expecte
 
 def test_bn_vs_gn_sanity_skips_datasets_without_both_methods():
     df = _bn_gn_runs(0.1, 0.0)
-    assert len(report.bn_vs_gn_sanity({"x": df[df.method == "bn"]})) == 0
-    assert len(report.bn_vs_gn_sanity({"x": df[df.batch_size == 32]})) == 0
+    assert len(tables.bn_vs_gn_sanity({"x": df[df.method == "bn"]})) == 0
+    assert len(tables.bn_vs_gn_sanity({"x": df[df.batch_size == 32]})) == 0
 
 
 def test_collapse_sentences_state_train_and_test_gaps():
@@ -193,7 +195,7 @@ def test_collapse_sentences_state_train_and_test_gaps():
           _result("sbn", 8, 0, [1, 1, 0.5, 1.5], [True, False] * 2, acc=0.6),
           _result("random", 8, 0, [1, 1, 0.7, 1.7], [True, False] * 2, acc=0.5)]
     rs[1]["epochs"][-1] = {"train_acc": 0.7}
-    lines = report.collapse_sentences(report.collapse_table(rs), "toy")
+    lines = report.collapse_sentences(tables.collapse_table(rs), "toy")
     assert lines == ["- **toy**, B=8: accuracy bn - sbn is +30.0 pp on the test set and +20.0 pp on the training "
                      "batches; sbn's last-epoch training loss is 1.000 (0.500 on BN-on steps, 1.500 on BN-off "
                      "steps) against bn's 0.200, random (same rate) 1.200."]
@@ -210,9 +212,9 @@ def test_readings_sentences_name_the_batch_sizes_where_a_reading_wins():
 
 
 def test_verdict_sentences_count_unconverged_baselines():
-    v = pd.DataFrame({"dataset": ["a", "a"], "batch_size": [2, 4], "C1": [report.NOT_CONVERGED, "inconclusive"],
+    v = pd.DataFrame({"dataset": ["a", "a"], "batch_size": [2, 4], "C1": [evidence.NOT_CONVERGED, "inconclusive"],
                       "C2": ["supported"] * 2})
-    assert f"inconclusive at 1, {report.NOT_CONVERGED} at 1 of 2" in report.verdict_sentences(v)[0]
+    assert f"inconclusive at 1, {evidence.NOT_CONVERGED} at 1 of 2" in report.verdict_sentences(v)[0]
 
 
 def test_provenance_names_the_runs_commits_not_the_rendering():
@@ -223,21 +225,20 @@ def test_provenance_names_the_runs_commits_not_the_rendering():
             {"wall_time_s": 1.0}]  # a record from before the field
     assert numbers_from(runs) == {"numbers produced by commit (runs)": "abc (2), unrecorded (1)",
                                   "last run finished (UTC)": "2026-11-30 12:00:00"}
-    prov = report.make_provenance({"dataset": "d", "root": "/machine/path/data"}, "cpu", {"seeds": 2}, runs)
-    again = report.make_provenance({"dataset": "d", "root": "/machine/path/data"}, "cpu", {"seeds": 2}, runs)
+    prov = tables.make_provenance({"dataset": "d", "root": "/machine/path/data"}, "cpu", {"seeds": 2}, runs)
+    again = tables.make_provenance({"dataset": "d", "root": "/machine/path/data"}, "cpu", {"seeds": 2}, runs)
     assert prov == again and prov["training_time_s (sum over runs)"] == 6.0
     assert not any(k in prov for k in ("generated", "git_commit", "wall_time_s"))  # nothing of the rendering
     assert portable({"root": "/machine/path/data", "status": "ok"}) == {"root": "data", "status": "ok"}
 
 
 def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_path):
-    from sbnlib import experiment as ex
-
+    from sbnlib.experiments import studies
     for d in ("mnist", "cifar10"):
-        report.write_status(tmp_path / d, "ok", data_status="verified", profile="cpu")
+        evidence.write_status(tmp_path / d, "ok", data_status="verified", profile="cpu")
         pd.DataFrame({"dataset": d, "batch_size": [2, 8], "C1": ["contradicted", "inconclusive"],
                       "C2": ["inconclusive"] * 2}).to_csv(tmp_path / d / "verdicts.csv", index=False)
-    verdicts, statuses, path, _ = ex.summary(["mnist"], tmp_path)
+    verdicts, statuses, path, _ = studies.summary(["mnist"], tmp_path)
     assert list(statuses) == ["mnist", "cifar10"] and set(verdicts.dataset) == {"mnist", "cifar10"}
     text = path.read_text()
     assert "| mnist | ok |" in text and "| cifar10 | ok |" in text

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from sbnlib import data
-from sbnlib import experiment as ex
-from sbnlib.advice import benchmark_evidence
+from sbnlib.assess.evidence import benchmark_evidence
+from sbnlib.experiments import pipelines as ex
+from sbnlib.experiments import studies
 
 from .conftest import make_toy_dataset
 
@@ -24,7 +25,7 @@ def test_a_cached_rerun_rewrites_nothing(tmp_path, monkeypatch):
         selection = ex.tune(P, ds, progress=False)
         results, df, _ = ex.run(P, selection, progress=False)
         ex.analyse(P, ds, results, df)
-        ex.summary(["toy_rerun"], tmp_path)
+        studies.summary(["toy_rerun"], tmp_path)
 
     experiment()
     first = _snapshot(tmp_path)

@@ -1,4 +1,4 @@
-"""Paired statistics, Holm correction, verdicts, run metrics and run tables (sbnlib.stats)."""
+"""Paired statistics, Holm correction, verdicts, run metrics and run tables (sbnlib.experiments.stats, sbnlib.experiments.metrics)."""
 import json
 import math
 
@@ -7,21 +7,19 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from sbnlib.stats import (
+from sbnlib.experiments.metrics import grad_norm_cv, loss_volatility, run_metrics
+from sbnlib.experiments.records import StepLog
+from sbnlib.experiments.stats import (
     PAIRED_FIELDS,
     VERDICT_RULE,
     accuracy_table,
     compare_methods,
-    grad_norm_cv,
     holm,
-    loss_volatility,
     paired_comparison,
-    run_metrics,
     spread_comparison,
     summary_frame,
     verdict,
 )
-from sbnlib.train import StepLog
 
 # --------------------------------------------------------------------------- paired_comparison
 

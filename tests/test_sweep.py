@@ -4,10 +4,10 @@ import warnings
 
 import pytest
 
-from sbnlib.sweep import (
+from sbnlib.experiments.config import SCHEMA_VERSION
+from sbnlib.experiments.sweep import (
     ABLATION,
     PROFILES,
-    SCHEMA_VERSION,
     experiment_configs,
     iter_results,
     load_result,

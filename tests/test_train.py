@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from sbnlib.train import METHODS, TrainConfig, config_hash, train
+from sbnlib.experiments.config import METHODS, TrainConfig, config_hash
+from sbnlib.experiments.train import train
 
 
 def _cfg(**kw):

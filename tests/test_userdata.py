@@ -9,11 +9,13 @@ import torch
 from PIL import Image
 
 from sbnlib.assess import assess, assess_data
+from sbnlib.assess.readers import open_source
+from sbnlib.assess.sources import UserDataError
+from sbnlib.assess.streaming import scan, standardize_array
+from sbnlib.batches import make_batch_plan
 from sbnlib.cli import main
-from sbnlib.data import make_batch_plan
 from sbnlib.scoring import score_batches
 from sbnlib.threshold import classify_batches, fit_threshold
-from sbnlib.userdata import UserDataError, open_source, scan, standardize_array
 
 BS = [2, 4, 7, 16]
 
@@ -287,7 +289,8 @@ def test_no_class_folders(tmp_path):
 def test_reads_are_bounded_by_the_chunk_and_block_sizes(tmp_path):
     """Pass 1 reads blocks of about STATS_BLOCK_ELEMENTS values, pass 2 chunks of about chunk_mb:
     never the whole input, however large it is."""
-    from sbnlib.userdata import STATS_BLOCK_ELEMENTS, ArraySource
+    from sbnlib.assess.arrays import ArraySource
+    from sbnlib.assess.streaming import STATS_BLOCK_ELEMENTS
 
     x = np.random.default_rng(6).normal(size=(3000, 2, 16, 16)).astype(np.float32)  # 1.5M values
     np.save(tmp_path / "x.npy", x)
@@ -315,7 +318,7 @@ def test_reads_are_bounded_by_the_chunk_and_block_sizes(tmp_path):
 
 def test_read_rows_reads_runs_and_names_a_short_file(tmp_path):
     """Pass 2 reads rows of a file with plain reads (one per run of consecutive ids), not a memory map."""
-    from sbnlib.userdata import read_rows
+    from sbnlib.assess.arrays import read_rows
 
     x = np.arange(10 * 6, dtype=np.int16).reshape(10, 2, 3)
     (tmp_path / "rows.bin").write_bytes(b"HEAD" + x.tobytes())

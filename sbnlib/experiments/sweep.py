@@ -1,6 +1,6 @@
 """Sweeps: profiles, resumable result files, parallel execution.
 
-A sweep is a list of :class:`~sbnlib.train.TrainConfig` (every method x batch size x seed of one
+A sweep is a list of :class:`~sbnlib.experiments.config.TrainConfig` (every method x batch size x seed of one
 dataset). Each finished run is stored as its own JSON file, written atomically and named after
 the hash of its full configuration; rerunning a sweep skips runs whose file exists and is valid,
 so an interrupted sweep resumes where it stopped and ends with the same numbers. A result file
@@ -26,7 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence
 
-from .train import LATER_FIELDS, METHODS, SCHEMA_VERSION, TrainConfig, config_dict, config_hash
+from ..checks import is_int
+from ..io import atomic_write_json, ensure_writable_dir
+from ..scoring import SCORERS
+from ..threshold import STRATEGIES
+from .config import LATER_FIELDS, METHODS, SCHEMA_VERSION, TrainConfig, config_dict, config_hash
+from .metrics import run_metrics
+from .packed import pack_size, train_packed
+from .train import train
 
 __all__ = ["PROFILES", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "tuning_configs",
            "widening_configs",
@@ -41,7 +48,7 @@ _RUN_LOCK = threading.Lock()
 
 # Shared by every profile unless overridden: SGD with momentum; the learning rate is scaled with
 # sqrt(batch size / 32). engine="packed" trains the seeds of a configuration together (issue 12,
-# sbnlib.packed): faster at small batches, numbers equal up to float rounding but kept apart;
+# sbnlib.experiments.packed): faster at small batches, numbers equal up to float rounding but kept apart;
 # engine="auto" packs where that pays (pack_size(B) > 1, i.e. B <= 16: BENCH.md section 5) and
 # trains single runs elsewhere.
 _COMMON = dict(model="cnn_s", optimizer="sgd", lr=0.05, lr_scaling="sqrt", lr_ref_batch=32,
@@ -101,14 +108,15 @@ def profile_params(profile: str, **overrides) -> dict:
 def _seed_list(seeds) -> List[int]:
     if isinstance(seeds, bool):
         raise ValueError(f"seeds must be a count or a list of integers, got {seeds!r}")
-    if isinstance(seeds, int):
+    if is_int(seeds):
+        seeds = int(seeds)
         if seeds < 1:
             raise ValueError(f"seeds must be at least 1 (a count) or a non-empty list, got {seeds}")
         return list(range(seeds))
     seeds = list(seeds)
     if not seeds:
         raise ValueError("the seed list is empty; give a count (e.g. 8) or a list of integers")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    if not all(is_int(s) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}")
@@ -119,7 +127,7 @@ def experiment_configs(dataset: str, params: dict, lr_for: Optional[Mapping] = N
     """Every (method, batch size, seed) run of one dataset's sweep, validated.
 
     ``lr_for`` maps ``(method, batch_size)`` to the peak learning rate chosen on validation data
-    (:func:`sbnlib.stats.select_learning_rates`); without it every run takes ``params["lr"]``."""
+    (:func:`sbnlib.experiments.stats.select_learning_rates`); without it every run takes ``params["lr"]``."""
     methods = list(params["methods"])
     if not methods:
         raise ValueError("the method list is empty; give at least one of " + ", ".join(sorted(METHODS)))
@@ -146,7 +154,6 @@ def _engine(engine: str, batch_size: int, optimizer) -> str:
     """``engine="auto"`` -> "packed" where packing pays at this batch size (SGD only), else "single"."""
     if engine != "auto":
         return engine
-    from .packed import pack_size
 
     if not isinstance(batch_size, int) or batch_size < 1:
         return "single"  # TrainConfig.validate names the bad batch size
@@ -158,7 +165,7 @@ def tuning_configs(dataset: str, params: dict) -> List[TrainConfig]:
 
     The tuning seeds (``tune_seeds``) must not be evaluation seeds, so that the runs that choose a
     learning rate are not the runs that are then compared; the choice reads validation accuracy
-    only (:func:`sbnlib.stats.select_learning_rates`)."""
+    only (:func:`sbnlib.experiments.stats.select_learning_rates`)."""
     grid, tune = list(params["lr_grid"]), _seed_list(params["tune_seeds"])
     if len(grid) < 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in grid):
         raise ValueError(f"lr_grid must hold at least two positive learning rates, got {grid!r}")
@@ -173,7 +180,7 @@ def tuning_configs(dataset: str, params: dict) -> List[TrainConfig]:
 def widening_configs(dataset: str, params: dict, selection) -> List[TrainConfig]:
     """Tuning runs one step beyond each choice that lies at an edge of the values tried.
 
-    ``selection``: :func:`sbnlib.stats.select_learning_rates` of the tuning runs so far. For every
+    ``selection``: :func:`sbnlib.experiments.stats.select_learning_rates` of the tuning runs so far. For every
     chosen row whose ``edge`` is ``"low"`` (``"high"``), the runs of that method and batch size at
     half (double) its learning rate, on the tuning seeds, unless the values tried already reach
     ``lr_widen`` steps beyond ``lr_grid`` on that side. Empty when no choice lies at an open edge."""
@@ -210,8 +217,6 @@ def ablation_configs(dataset: str, params: dict, batch_sizes, seeds, scorers, st
     ``threshold="rate"`` at every rate and ``random`` at every rate strictly between 0 and 1 (at 0
     and 1 it makes the same decisions as ``sbn``); all at every batch size and seed, ``sbn`` and
     ``random`` each at the learning rate ``lr_for`` chose for it (see :func:`experiment_configs`)."""
-    from .scoring import SCORERS
-    from .threshold import STRATEGIES
 
     scorers = sorted(SCORERS) if scorers is None else list(scorers)
     bad = [s for s in scorers if s not in SCORERS] + [t for t in strategies if t not in STRATEGIES or t == "rate"]
@@ -277,8 +282,6 @@ def _one_thread():
 
 
 def _run_one(cfg: TrainConfig, root, path: str) -> dict:
-    from .io import atomic_write_json
-    from .train import train
 
     with _one_thread():
         result = train(cfg, root=root)
@@ -289,11 +292,9 @@ def _run_one(cfg: TrainConfig, root, path: str) -> dict:
 
 def _run_unit(cfgs: Sequence[TrainConfig], root, paths: Sequence[str]) -> List[dict]:
     """One unit of work: a single-engine run, or the seeds of one configuration trained packed
-    (:func:`sbnlib.packed.train_packed`), whose result files are written when the group ends."""
+    (:func:`sbnlib.experiments.packed.train_packed`), whose result files are written when the group ends."""
     if cfgs[0].engine == "single":
         return [_run_one(cfgs[0], root, paths[0])]
-    from .io import atomic_write_json
-    from .packed import train_packed
 
     with _one_thread():
         results = train_packed(cfgs, root=root)
@@ -307,8 +308,7 @@ def _units(configs: Sequence[TrainConfig], todo: Sequence[int]) -> List[List[int
     """The runs ``todo`` (indices into ``configs``) as units of work, in ``todo`` order: a
     single-engine run alone; packed runs of one configuration (all but the seed and the learning
     rate: the seeds of a learning-rate selection train together) together, at most
-    :func:`sbnlib.packed.pack_size` of them per unit."""
-    from .packed import pack_size
+    :func:`sbnlib.experiments.packed.pack_size` of them per unit."""
 
     groups: dict = {}
     for i in todo:
@@ -377,14 +377,13 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     written as they finish, so an interruption loses at most the runs in flight.
 
     Runs with ``engine="packed"`` that differ only in the seed are trained together, up to
-    :func:`sbnlib.packed.pack_size` seeds per group (only the seeds whose file is missing), and
+    :func:`sbnlib.experiments.packed.pack_size` seeds per group (only the seeds whose file is missing), and
     their files are written when their group ends; ``jobs`` then runs that many groups at once.
     """
     from tqdm import tqdm
 
-    from .io import atomic_write_json, ensure_writable_dir
 
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+    if not is_int(jobs) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     runs_dir = ensure_writable_dir(runs_dir)
     paths = [result_path(runs_dir, c) for c in configs]
@@ -437,8 +436,7 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
 
 
 def iter_results(results: Iterable[dict]):
-    """Rows (dicts) for a DataFrame: config columns plus the run metrics of :mod:`sbnlib.stats`."""
-    from .stats import run_metrics
+    """Rows (dicts) for a DataFrame: config columns plus the run metrics of :mod:`sbnlib.experiments.stats`."""
 
     for r in results:
         c = {**LATER_FIELDS, **r["config"]}  # a stored configuration leaves a later field at its default out

@@ -3,16 +3,16 @@
 The abstract leaves open where the selection acts, in which direction the score matters, what a
 skipped batch does and what "feature heterogeneity" is (``../shared/PAPER.md``). Each reading is
 one entry of :data:`READINGS`: a selective method, its random control at the same rate, and the
-:class:`~sbnlib.train.TrainConfig` fields that set it. A claim is only called contradicted when
+:class:`~sbnlib.experiments.config.TrainConfig` fields that set it. A claim is only called contradicted when
 every reading has been tested.
 
 * :func:`readings_configs`: ``bn`` plus every reading and its control, for a dataset, batch sizes
   and seeds, each method at the learning rate selected for it (:data:`LR_FROM` lends one to the
   methods that have none of their own);
-* :func:`readings_table`: from the result rows (:func:`sbnlib.sweep.iter_results`), one row per
+* :func:`readings_table`: from the result rows (:func:`sbnlib.experiments.sweep.iter_results`), one row per
   reading and batch size: test accuracy of the reading, its control and ``bn``, the paired
   difference to ``bn``, to the control and to the default reading (bootstrap CI, Holm-adjusted
-  Wilcoxon, verdict; :func:`sbnlib.report.accuracy_tables`) and the fraction of batches normalised.
+  Wilcoxon, verdict; :func:`sbnlib.experiments.tables.accuracy_tables`) and the fraction of batches normalised.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import pandas as pd
 
-from . import report
+from .config import TrainConfig, config_hash
 from .sweep import experiment_configs
-from .train import TrainConfig, config_hash
+from .tables import accuracy_tables
 
 __all__ = ["Reading", "READINGS", "PLAN", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM", "base_fields",
            "readings_configs", "readings_table"]
@@ -88,7 +88,7 @@ def _names(names: Optional[Sequence[str]]) -> List[str]:
 
 def base_fields(params: Mapping) -> dict:
     """The values of :data:`READING_FIELDS` in a sweep without overrides (``params``, else the
-    :class:`~sbnlib.train.TrainConfig` defaults): what the default reading and ``bn`` run with."""
+    :class:`~sbnlib.experiments.config.TrainConfig` defaults): what the default reading and ``bn`` run with."""
     return {f: params.get(f, getattr(TrainConfig, f)) for f in READING_FIELDS}
 
 
@@ -96,7 +96,7 @@ def readings_configs(dataset: str, params: dict, batch_sizes=None, seeds=None, l
                      names: Optional[Sequence[str]] = None) -> List[TrainConfig]:
     """``bn``, and every reading's method and control, at every batch size and seed (default: the
     sweep's), without duplicates (readings share runs: the default reading's control is also the
-    inverse's). ``lr_for`` as in :func:`sbnlib.sweep.experiment_configs`; the methods of
+    inverse's). ``lr_for`` as in :func:`sbnlib.experiments.sweep.experiment_configs`; the methods of
     :data:`LR_FROM` take the rate selected for the method named there."""
     base = dict(params, **{k: v for k, v in (("batch_sizes", batch_sizes), ("seeds", seeds)) if v is not None})
     if lr_for is not None:  # lend the rates: (sbn_inverse, B) gets (sbn, B)'s, and so on
@@ -122,7 +122,7 @@ def readings_table(df: pd.DataFrame, names: Optional[Sequence[str]] = None, base
     ``final_test_acc``, ``frac_normalized``, ``diverged`` and the :data:`READING_FIELDS`).
 
     Per reading (rows of the reading's method with its fields, ``base`` elsewhere, default
-    :func:`base_fields` of the TrainConfig defaults), :func:`sbnlib.report.accuracy_tables` with the
+    :func:`base_fields` of the TrainConfig defaults), :func:`sbnlib.experiments.tables.accuracy_tables` with the
     reading as treatment (label ``reading``) against ``bn``, its random control (``control``) and,
     for the other readings, the default reading (``sbn``): mean ± std of each, paired differences
     with 95% bootstrap CIs, Holm-adjusted Wilcoxon p across batch sizes, verdicts, and the fraction
@@ -143,7 +143,7 @@ def readings_table(df: pd.DataFrame, names: Optional[Sequence[str]] = None, base
         sub = pd.concat(parts, ignore_index=True)
         if not (sub["method"] == "reading").any():
             continue
-        acc = report.accuracy_tables(sub, ["reading", "control", "bn"], treatment="reading",
+        acc = accuracy_tables(sub, ["reading", "control", "bn"], treatment="reading",
                                      baselines=["bn", "control", "sbn"], n_boot=n_boot)
         t = acc["accuracy"].rename(columns={"reading": "reading acc (%)", "control": "control acc (%)",
                                             "bn": "bn acc (%)", "C1 vs bn": "reading vs bn"})

@@ -6,8 +6,8 @@ threshold is fitted and the fraction of batches that *need BN* is reported.
 * :func:`assess`: normalised inputs already in memory (the benchmark datasets);
 * :func:`assess_data`: a user's own data (an image folder, a ``.npy`` / ``.npz`` / ``.csv`` file, or
   an array / tensor), standardised and scored in chunks with bounded memory (see
-  :mod:`sbnlib.userdata`), with a plain-language recommendation per batch size that quotes the
-  measured evidence from the benchmark results (:mod:`sbnlib.advice`, which also writes the HTML
+  :mod:`sbnlib.assess.sources`), with a plain-language recommendation per batch size that quotes the
+  measured evidence from the benchmark results (:mod:`sbnlib.assess.advice`; :mod:`sbnlib.assess.html` writes the HTML
   report);
 * :func:`domain_auroc`: does the scorer rank truly mixed batches above pure ones?
   (:func:`domain_auroc_table`: every scorer at every batch size)
@@ -20,9 +20,14 @@ from typing import Iterable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .data import make_batch_plan
-from .scoring import FITTED, fit_scorer, get_scorer, score_batches
-from .threshold import classify_batches, fit_threshold
+from ..batches import make_batch_plan
+from ..checks import is_int
+from ..scoring import FITTED, SCORERS, fit_scorer, get_scorer, score_batches
+from ..threshold import classify_batches, fit_threshold
+from .advice import add_recommendations
+from .evidence import benchmark_evidence
+from .readers import open_source
+from .streaming import read_standardized, release_free_memory, scan
 
 __all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc", "domain_auroc_table",
            "fitting_batch_sizes", "DEFAULT_BATCH_SIZES"]
@@ -128,7 +133,6 @@ def domain_auroc_table(x: torch.Tensor, domain: torch.Tensor, batch_sizes: Itera
     fitted scorer is fitted once, on all of ``x``; every scorer sees the same batches (same ``seed``)."""
     import pandas as pd
 
-    from .scoring import SCORERS
 
     names = sorted(SCORERS) if scorers is None else list(scorers)
     fitted = {name: fit_scorer(name, x) for name in names}
@@ -157,7 +161,7 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
     """Pass 2: the score of every batch of every batch size's plan, reading each item once.
 
     The batch plan of batch size B cuts the seeded permutation ``make_batch_plan(n, 1, seed)`` into
-    consecutive groups of B (exactly :func:`sbnlib.data.make_batch_plan`'s plan), so all batch sizes
+    consecutive groups of B (exactly :func:`sbnlib.batches.make_batch_plan`'s plan), so all batch sizes
     share one permutation: it is read in chunks of about ``chunk_elements`` input values; each batch
     size scores the full batches of a chunk and carries its last partial batch (< B items) over to
     the next chunk. Returns ``{B: float64 scores}``, the same scores as scoring the whole
@@ -166,7 +170,6 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
     """
     from tqdm.auto import tqdm
 
-    from .userdata import read_standardized, release_free_memory
 
     n = sc.n
     perm = make_batch_plan(n, 1, seed=seed).flatten().numpy()
@@ -217,12 +220,12 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
     """Feasibility assessment of your own data: "should I use BN on it?" (no training).
 
     ``data``: an image folder (``root/<class>/<image>``), a ``.npy`` / ``.npz`` / ``.csv`` path, or
-    an array / tensor ``(N, ...)``; see :mod:`sbnlib.userdata` for the readers and their options
+    an array / tensor ``(N, ...)``; see :mod:`sbnlib.assess.sources` for the readers and their options
     (``image_size``, ``channels``, ``label_column``, ``header``, ``array_key``, ``layout``). The
     inputs are standardised per channel (images) or per feature (tables) with statistics from a
     first streaming pass, then every batch of each batch size's seeded plan is scored in chunks of
     about ``chunk_mb`` MiB of float32 inputs (pass 2), so memory stays bounded whatever the size.
-    Bad items raise :class:`sbnlib.userdata.UserDataError` naming them, or, with ``skip_bad``, are
+    Bad items raise :class:`sbnlib.assess.sources.UserDataError` naming them, or, with ``skip_bad``, are
     left out and counted in ``result["skipped"]``. A batch size larger than the usable items is an
     error, or, with ``drop_too_big``, left out and listed in ``result["dropped_batch_sizes"]``.
 
@@ -230,16 +233,15 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
     ``input`` (what was read and how), ``skipped``, ``evidence`` (the benchmark results found under
     ``evidence``: a results folder, ``"auto"`` for ./outputs then the repository's, or None, the
     default, for none: a library call never picks up whatever folder it happens to run in) and, per
-    batch size, a ``recommendation`` (:func:`sbnlib.advice.recommend`; "no evidence" without results).
+    batch size, a ``recommendation`` (:func:`sbnlib.assess.advice.recommend`; "no evidence" without results).
     """
-    from .userdata import open_source, scan
 
     t0 = time.perf_counter()
     batch_sizes = list(batch_sizes)
     if not batch_sizes:
         raise ValueError("no batch sizes given; pass at least one, e.g. 2 4 8 16 32 64")
     for b in batch_sizes:
-        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+        if not is_int(b) or b < 1:
             raise ValueError(f"batch sizes must be positive integers, got {b!r}")
     batch_sizes = [int(b) for b in batch_sizes]
     get_scorer(scorer)
@@ -265,7 +267,6 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
               "batch_sizes": rows, "dropped_batch_sizes": dropped, "input": info, "skipped": sc.skipped,
               "standardisation": {"mean": sc.mean.ravel().tolist()[:64], "std": sc.std.ravel().tolist()[:64],
                                   "n_constant": sc.n_constant}}
-    from .advice import add_recommendations, benchmark_evidence
 
     add_recommendations(result, benchmark_evidence(evidence))
     result["elapsed_s"] = round(time.perf_counter() - t0, 3)

@@ -32,7 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .layers import SKIP_MODES, _SelectiveBatchNorm
+from ..batches import make_batch_plan
+from ..layers import SKIP_MODES, _SelectiveBatchNorm
+from ..scoring import fit_scorer
+from .config import METHODS, lr_at
+from .models import build_model
+from .probes import _ShiftProbe, switched_layers
+from .records import StepLog, _epoch_record, finish_record
+from .train import _progress, _selection, make_optimizer, training_data
 
 # images per packed step (seeds x batch size) up to which packing pays on this CPU (cnn_s, MNIST):
 # at B=32 two packed seeds were slower than two single runs (outputs/BENCH.md, section 5)
@@ -321,7 +328,6 @@ class _Seed:
     step log, epoch lines, status and probe."""
 
     def __init__(self, cfg, model, plan, x_probe, total_steps):
-        from .train import StepLog, _ShiftProbe
 
         self.cfg, self.model, self.plan = cfg, model, plan
         self.log, self.epochs, self.status, self.diverged_at = StepLog(), [], "ok", None
@@ -331,7 +337,7 @@ class _Seed:
 
 def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False, compile: bool = False) -> List[dict]:
     """Train the seeds ``cfgs`` of one configuration (``engine="packed"``) as one packed model;
-    one record per seed, in ``cfgs`` order, as :func:`sbnlib.train.train` writes it.
+    one record per seed, in ``cfgs`` order, as :func:`sbnlib.experiments.train.train` writes it.
 
     Per seed, everything is what its single run has: initial weights (``torch.manual_seed(seed)``,
     then ``build_model``), batch plan, selection decisions, optimizer state, learning-rate
@@ -347,20 +353,6 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     """
     import numpy as np
 
-    from .data import make_batch_plan
-    from .models import build_model
-    from .scoring import fit_scorer
-    from .train import (
-        METHODS,
-        _epoch_record,
-        _progress,
-        _selection,
-        finish_record,
-        lr_at,
-        make_optimizer,
-        switched_layers,
-        training_data,
-    )
 
     cfgs = [c.validate() for c in cfgs]
     _check_group(cfgs)

@@ -1,0 +1,210 @@
+"""The studies that reuse a dataset's experiment (its learning rates, its runs), one function per
+notebook: :func:`summary` (the verdicts across datasets and ``REPORT.md``, ``notebooks/summary.ipynb``),
+:func:`ablation` (``notebooks/ablation.ipynb``) and :func:`readings` (``notebooks/readings.ipynb``).
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from ..assess import evidence
+from ..data import dataset_names
+from ..provenance import versions
+from . import readings as rd
+from . import report, stats, tables
+from .pipelines import ParameterError, Params, _check_int_list, _repo_path, _split, tune
+from .plots import plot_ablation, plot_bn_vs_gn, plot_readings, plot_verdict_diffs, plot_verdict_heatmap
+from .stats import chosen_learning_rates
+from .sweep import ABLATION, ablation_configs, iter_results, run_configs
+
+
+def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's folder
+    """Collect every dataset's verdicts; write REPORT.md.
+
+    ``datasets`` and after them every other dataset with results in ``output_dir`` (a
+    ``status.json``): a run of some datasets does not drop the others from the report.
+    Returns ``(verdicts, statuses, report_path, extra)``; ``extra["sanity"]`` is the BN-vs-GroupNorm
+    table and ``extra["collapse"]`` the collapse diagnosis in words."""
+    out = _repo_path(output_dir)
+    datasets = list(datasets) + [d for d in dataset_names() if d not in datasets and (out / d / "status.json").is_file()]
+    frames, statuses = [], {}
+    for d in datasets:
+        statuses[d] = evidence.read_status(out / d)
+        v = out / d / "verdicts.csv"
+        if statuses[d]["status"] == "ok" and v.exists():
+            f = pd.read_csv(v, comment="#")
+            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]
+                            + [c for c in ("bn converged",) if c in f.columns]])
+    verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
+    ran = {d: st for d, st in statuses.items() if st["status"] == "ok"}
+    prov = {"profiles": ", ".join(sorted({str(st.get("profile")) for st in ran.values()})) or "none",
+            **{f"{d} parameters": json.dumps(st.get("parameters"), sort_keys=True) for d, st in ran.items()},
+            **{f"{d} training time (s, sum over runs)": st.get("training_time_s") for d, st in ran.items()},
+            "versions": json.dumps(versions("scipy", "pandas"), sort_keys=True)}
+    figs, sections, sanity = [], [], pd.DataFrame()
+    if frames:
+
+        plot_verdict_heatmap(verdicts, out / "summary_verdicts.png")
+        sections.append("\n".join(["## Verdicts at a glance", "", VERDICT_MAP_NOTE, "",
+                                    "![summary_verdicts](summary_verdicts.png)"]))
+
+        comps = {d: pd.read_csv(out / d / "comparisons_accuracy.csv") for d in datasets
+                 if (out / d / "comparisons_accuracy.csv").exists() and statuses[d]["status"] == "ok"}
+        plot_verdict_diffs(comps, out / "summary_accuracy_diff.png")
+        figs.append("summary_accuracy_diff.png")
+        runs = {d: pd.read_csv(out / d / "runs.csv") for d in datasets
+                if statuses[d]["status"] == "ok" and (out / d / "runs.csv").exists()}
+        if plot_bn_vs_gn(runs, out / "sanity_bn_vs_gn.png") is not None:
+            figs.append("sanity_bn_vs_gn.png")
+        sanity = tables.bn_vs_gn_sanity(runs)
+        if len(sanity):
+            tables.write_table(sanity.set_index("dataset"), out, "sanity_bn_vs_gn",
+                               "Sanity reference: does BN lose more than GroupNorm when the batch shrinks?",
+                               prov, SANITY_NOTE)
+            sections.append("\n".join(["## Sanity reference: BN vs GroupNorm at small batches", "", SANITY_NOTE, "",
+                                        tables.markdown_table(sanity, index=False), "",
+                                        *report.sanity_sentences(sanity), "",
+                                        "![sanity_bn_vs_gn](sanity_bn_vs_gn.png)"]))
+            figs.remove("sanity_bn_vs_gn.png")
+    collapse = [line for d in datasets if statuses[d]["status"] == "ok" and (out / d / "collapse.csv").exists()
+                for line in report.collapse_sentences(pd.read_csv(out / d / "collapse.csv", comment="#",
+                                                                  index_col=[0, 1]), d)]
+    if collapse:
+        sections.append("\n".join(["## Why selective BN loses accuracy", "", COLLAPSE_NOTE, "", *collapse]))
+    readings = [line for d in datasets if statuses[d]["status"] == "ok" and (out / d / "readings.csv").exists()
+                for line in report.readings_sentences(pd.read_csv(out / d / "readings.csv", comment="#",
+                                                                  index_col=[0, 1]), d)]
+    if readings:
+        sections.append("\n".join(["## Every reading of the paper", "", READINGS_NOTE, "", *readings]))
+    path = report.write_report(out, datasets, verdicts, figs, prov, sections)
+    return verdicts, statuses, path, {"sanity": sanity, "collapse": collapse}
+
+
+VERDICT_MAP_NOTE = (
+    "The verdict table above as one heat map per claim: rows are datasets, columns batch sizes; green (yes) = "
+    "supported, red (no) = contradicted, grey (?) = inconclusive, blue (n.c.) = BN short of its target accuracy, "
+    "so not counted; blank = not measured. A claim that holds shows as a green band at the small batch sizes.")
+
+
+COLLAPSE_NOTE = (
+    "Each dataset's `collapse` table, at its smallest and largest batch size. If selective BN's accuracy gap "
+    "to BN is as large on its own training batches as on the test set, and its training loss stays high, "
+    "the network did not fit: the loss comes from training with BN switched off on some steps (the same "
+    "weights must serve a normalised and an unnormalised network), not from inference with running "
+    "statistics gathered on part of the batches. `random` skips as many batches chosen at random; "
+    "`sbn_frozen` normalises skipped batches with the running statistics instead of passing them through.")
+
+
+READINGS_NOTE = (
+    "The abstract allows several readings of where the selection acts, in which direction the score matters and "
+    "what a skipped batch does (`sbnlib.experiments.readings.READINGS`, each dataset's `readings` table). Per dataset and "
+    "reading: the batch sizes where it was significantly more accurate than BN and than its random control at the "
+    "same rate (rule of C1, Holm across batch sizes).")
+
+
+SANITY_NOTE = (
+    "Wu & He (2018, ResNet-50 on ImageNet) saw BN's error rise from 23.6% at 32 images per batch to "
+    "34.7% at 2 while GroupNorm stayed at 24.1%. Here, per dataset: mean test accuracy of `bn` and `gn` at "
+    "the smallest batch size and at 32, each one's drop, and the paired test over seeds of \"BN's drop is "
+    "larger than GroupNorm's\" (rule of C1, no multiplicity adjustment: one test per dataset). The room "
+    "selective BN has to help at small batches is bounded by how much BN loses there.")
+
+
+def _train_grid(P: Params, build, what: str, progress: bool):
+    """``build()`` the configurations of a grid (a ValueError there becomes a ParameterError) and
+    train those without a result file in ``<out>/runs/``; returns (the results' rows, the results)."""
+    try:
+        configs = build()
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
+    results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
+                          desc=f"{P.dataset} {what} ({len(configs)} runs)", scheduler=P.scheduler)
+    return pd.DataFrame(list(iter_results(results))), results
+
+
+# ----------------------------------------------------------------------------------------------
+# Ablation: scorer x threshold grid, rate sweep, random control at the same rates
+# ----------------------------------------------------------------------------------------------
+
+def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategies=None, rates=None,
+             progress: bool = True) -> dict:
+    """Run the ablation grid of :func:`sbnlib.experiments.sweep.ablation_configs`; write tables and the figure.
+
+    ``None`` takes the value of ``sbnlib.experiments.sweep.ABLATION[profile]``.
+    """
+
+    a = dict(ABLATION[P.profile])
+    for k, v in (("batch_sizes", batch_sizes), ("seeds", seeds), ("scorers", scorers),
+                 ("strategies", strategies), ("rates", rates)):
+        if v is not None:
+            a[k] = _split(v) if k in ("scorers", "strategies") else v
+    a["batch_sizes"] = _check_int_list("batch_sizes", a["batch_sizes"])
+    if isinstance(a["rates"], str):
+        a["rates"] = [float(r) for r in _split(a["rates"])]
+
+    lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
+    df, results = _train_grid(P, lambda: ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
+                                                     a["strategies"], a["rates"], lr_for), "ablation", progress)
+    df["selection"] = [f"random, rate {r:g}" if m == "random" else
+                       (f"rate {r:g}" if t == "rate" else f"{s} / {t}")
+                       for m, s, t, r in zip(df.method, df.scorer, df.threshold, df.threshold_rate)]
+    table = (df.groupby(["batch_size", "selection"])
+             .agg(frac_normalized=("frac_normalized", "mean"), acc_mean=("final_test_acc", "mean"),
+                  acc_std=("final_test_acc", "std"), n=("seed", "nunique")))
+    table["acc_mean"] = (100 * table["acc_mean"]).round(2)
+    table["acc_std"] = (100 * table["acc_std"]).round(2)
+    rated = df[df.threshold == "rate"]
+    rated = rated[rated.threshold_rate.isin(rated[rated.method == "random"].threshold_rate)]  # 0 < rate < 1
+    comps = pd.concat([stats.compare_methods(rated[rated.batch_size == b], "final_test_acc", treatment="sbn",
+                                             baseline="random", by="threshold_rate").assign(batch_size=b)
+                       for b in a["batch_sizes"]], ignore_index=True)
+    comps = comps[["batch_size", "threshold_rate", "n", "mean_diff", "ci_low", "ci_high", "p_wilcoxon_holm", "verdict"]]
+    prov = tables.make_provenance(ds.provenance, P.profile, {**P.sweep, "ablation": a}, results)
+    tables.write_table(table, P.out, "ablation", f"{P.dataset}: ablation, accuracy against the fraction normalised",
+                       prov, "Test accuracy (%) mean and std over seeds for each batch selection: scorer / threshold "
+                       "strategy, the 'rate' strategy (normalise the top fraction by feature_std score) and the "
+                       "random control at the same rate.")
+    tables.write_table(comps.set_index(["batch_size", "threshold_rate"]), P.out, "ablation_vs_random",
+                       f"{P.dataset}: heterogeneity-selected vs random batches at the same rate", prov,
+                       "Paired difference sbn - random in test accuracy (fraction, not %), 95% bootstrap CI, "
+                       "Holm-adjusted Wilcoxon p across rates; " + stats.VERDICT_RULE)
+    fig = plot_ablation(df, P.out / "ablation.png", title=f"{P.dataset}: accuracy vs fraction of batches normalised")
+    return {"table": table, "vs_random": comps, "figure": fig, "frame": df}
+
+
+# ----------------------------------------------------------------------------------------------
+# Readings: where the selection acts, its direction, the skip, the scorer (issue 13)
+# ----------------------------------------------------------------------------------------------
+
+def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=None, progress: bool = True) -> dict:
+    """Train ``bn`` and every reading of :data:`sbnlib.experiments.readings.READINGS` (``names``; None: all) with
+    its random control at the same rate; write ``readings.csv`` / ``.md`` and ``readings.png``.
+
+    ``batch_sizes`` / ``seeds``: None takes the profile's :data:`sbnlib.experiments.readings.PLAN`.
+    ``lr_for``: ``{(method, batch_size): lr}``;
+    None runs (or reads the cached) learning-rate selection of the experiment (:func:`tune`). Runs
+    are stored with the experiment's in ``<out>/runs/``, so the runs they share are trained once.
+    """
+
+    names = rd.READINGS if names is None else _split(names)
+    plan = rd.PLAN.get(P.profile, {})
+    bs = _check_int_list("batch_sizes", plan.get("batch_sizes") if batch_sizes is None else batch_sizes)
+    seeds = plan.get("seeds") if seeds is None else seeds
+    if lr_for is None:
+        lr_for = chosen_learning_rates(tune(P, progress=progress))
+    df, results = _train_grid(P, lambda: rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, list(names)),
+                         "readings", progress)
+    out = rd.readings_table(df, list(names), base=rd.base_fields(P.sweep))
+    prov = tables.make_provenance(ds.provenance, P.profile, {**P.sweep, "readings": list(names)}, results)
+    notes = (f"One row per reading and batch size; cells of reading, control and bn: final test accuracy (%) mean ± "
+             f"std over {df.seed.nunique()} paired seeds. Each reading is compared with bn, with its random control "
+             "(the same number of batches normalised, chosen at random) and, except the default reading itself, with "
+             "the default reading (sbn): paired difference in percentage points with a 95% bootstrap CI, Wilcoxon p "
+             "Holm-adjusted across batch sizes, verdict. " + stats.VERDICT_RULE + " Readings: "
+             + "; ".join(f"{n} ({rd.READINGS[n].method} vs {rd.READINGS[n].control}): {rd.READINGS[n].text}"
+                         for n in names) + ".")
+    files = tables.write_table(out["table"], P.out, "readings", f"{P.dataset}: readings of selective BN", prov, notes)
+    fig = plot_readings(out["comparisons"], P.out / "readings.png",
+                        title=f"{P.dataset}: readings of selective BN, paired differences (mean, 95% bootstrap CI)")
+    return {**out, "frame": df, "files": files, "figure": fig, "provenance": prov}
