@@ -98,6 +98,21 @@ def _selection(cfg: TrainConfig, x: torch.Tensor, plan: torch.Tensor, epoch: int
     return mask, {"threshold": t, "score_mean": float(scores.mean()), "score_std": float(scores.std())}
 
 
+@dataclass
+class _Run:
+    """What the step loop of one run touches: the model and its optimiser, the selective layers,
+    the per-step log and the shift probe."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    params: list  # the trainable parameters, for the gradient norm
+    sel_layers: list  # the BN layers switched on/off per step (the selection scope)
+    log: StepLog
+    probe: _ShiftProbe
+    total_steps: int
+
+
 def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> dict:
     """Run one training run; return its JSON-serialisable result record.
 
@@ -109,69 +124,73 @@ def train(cfg: TrainConfig, root=None, dataset=None, progress: bool = False) -> 
     cfg.validate()
     t0 = time.perf_counter()
     data = training_data(cfg, root, dataset)
-    x_train, y_train = data.x_train, data.y_train
+    x_train = data.x_train
     if cfg.batch_size > x_train.shape[0]:
         raise ValueError(
             f"batch_size={cfg.batch_size} is larger than the {x_train.shape[0]} training samples "
             f"of {cfg.dataset}; lower the batch size"
         )
-
     torch.manual_seed(cfg.seed)  # same seed => same initial weights for every method
     norm, input_norm = cfg.norms
     model = build_model(cfg.model, data.ds.in_shape, data.ds.num_classes, norm=norm, input_norm=input_norm)
     opt = make_optimizer(cfg, model.parameters())
-    params = [p for p in model.parameters() if p.requires_grad]
     n_bn_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
-
-    log, epochs, status, diverged_at = StepLog(), [], "ok", None
     plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed)
     total_steps = plan.shape[0] * cfg.epochs
-    probe = _ShiftProbe(model, x_train[:256], total_steps, cfg.probe_points)
-    probe.maybe(0)
-    sel_layers = switched_layers(model, cfg.scope)  # switched on/off per step
+    run = _Run(cfg, model, opt, [p for p in model.parameters() if p.requires_grad], switched_layers(model, cfg.scope),
+               StepLog(), _ShiftProbe(model, x_train[:256], total_steps, cfg.probe_points), total_steps)
+    run.probe.maybe(0)
     # the batch scorer, fitted once on the training inputs where it needs fitting (pre-training work)
     scorer = fit_scorer(cfg.scorer, x_train) if METHODS[cfg.method].selection != "all" else None
     bar = _progress(cfg, total_steps, progress)
+    epochs, status, diverged_at = [], "ok", None
     loop_time = 0.0  # seconds in the step loops (with the probe's checkpoints; no selection or evaluation)
     for epoch in range(cfg.epochs):
-        if cfg.reform_batches and epoch > 0:
+        if cfg.reform_batches and epoch > 0:  # a new batch order every epoch, re-scored below
             plan = make_batch_plan(x_train.shape[0], cfg.batch_size, seed=cfg.seed, epoch=epoch)
-        if epoch == 0 or cfg.reform_batches:
+        if epoch == 0 or cfg.reform_batches:  # the selection is made before the steps it governs
             needs_bn, sel_info = _selection(cfg, x_train, plan, epoch, scorer)
-        model.train()
-        loss_sum, correct = 0.0, 0
         t_loop = time.perf_counter()
-        for i in range(plan.shape[0]):
-            lr = lr_at(cfg, len(log), total_steps)
-            for group in opt.param_groups:  # the schedule's rate for this step
-                group["lr"] = lr
-            idx = plan[i]
-            xb, yb = x_train[idx], y_train[idx]
-            with selective_bn(sel_layers, enabled=bool(needs_bn[i])):
-                out = model(xb)
-            loss = F.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            lv, gv = loss.item(), gnorm.item()
-            log.add(lv, gv, bool(needs_bn[i]), lr)
-            if not (math.isfinite(lv) and math.isfinite(gv)):
-                status, diverged_at = "diverged", len(log) - 1
-                break
-            opt.step()
-            probe.maybe(len(log))
-            loss_sum += lv
-            correct += (out.argmax(1) == yb).sum()  # a tensor: one .item() per epoch
-            bar.update(1)
+        loss_sum, correct, steps, diverged_at = _train_epoch(run, data, plan, needs_bn, bar)
         loop_time += time.perf_counter() - t_loop
-        epochs.append(_epoch_record(model, cfg, data, epoch, loss_sum, int(correct), i + 1,
+        epochs.append(_epoch_record(model, cfg, data, epoch, loss_sum, correct, steps,
                                     needs_bn if n_bn_layers else None, sel_info))
         bar.set_postfix(val_acc=f"{epochs[-1]['val_acc']:.3f}" if epochs[-1]["val_acc"] is not None else "-")
-        if status == "diverged":
+        if diverged_at is not None:
+            status = "diverged"
             break
     bar.close()
-    return finish_record(cfg, model, data, epochs, log, plan.shape[0], status, diverged_at, probe.record(),
+    return finish_record(cfg, model, data, epochs, run.log, plan.shape[0], status, diverged_at, run.probe.record(),
                          sel_info.get("threshold"), n_bn_layers, t0, loop_time, scorer=scorer)
+
+
+def _train_epoch(run: _Run, data: TrainingData, plan: torch.Tensor, needs_bn: np.ndarray, bar):
+    """One pass over the batch plan; returns (loss sum, correct count, steps taken, the global step
+    at which the loss or gradient became NaN/inf or None)."""
+    model, opt, log = run.model, run.opt, run.log
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for i in range(plan.shape[0]):
+        lr = lr_at(run.cfg, len(log), run.total_steps)
+        for group in opt.param_groups:  # the schedule's rate for this step
+            group["lr"] = lr
+        xb, yb = data.x_train[plan[i]], data.y_train[plan[i]]  # the plan holds each batch's indices
+        with selective_bn(run.sel_layers, enabled=bool(needs_bn[i])):  # BN on or off, as decided before training
+            out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.get_total_norm([p.grad for p in run.params if p.grad is not None])
+        lv, gv = loss.item(), gnorm.item()
+        log.add(lv, gv, bool(needs_bn[i]), lr)
+        if not (math.isfinite(lv) and math.isfinite(gv)):  # diverged: stop before the step spreads NaNs
+            return loss_sum, int(correct), i + 1, len(log) - 1
+        opt.step()
+        run.probe.maybe(len(log))  # the shift probe's checkpoints fall on fixed global steps
+        loss_sum += lv
+        correct += (out.argmax(1) == yb).sum()  # a tensor: one .item() per epoch
+        bar.update(1)
+    return loss_sum, int(correct), plan.shape[0], None
 
 
 def _progress(cfg: TrainConfig, total: int, enabled: bool):
