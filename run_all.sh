@@ -33,7 +33,11 @@ usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion
 USAGE
 }
 
-profile=cpu; datasets="mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix"; jobs=2; out=""; allow_missing=0; download=0; ablation=fashion_mnist
+# the datasets sbnlib knows (sbnlib.data.registry; tests/test_run_all.py checks that the two lists agree),
+# here so that a misspelt name is refused before the virtual environment is set up
+KNOWN_DATASETS="mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix"
+known() { [[ " $KNOWN_DATASETS " == *" $1 "* ]]; }
+profile=cpu; datasets="$KNOWN_DATASETS"; jobs=2; out=""; allow_missing=0; download=0; ablation=fashion_mnist
 readings="fashion_mnist cifar10 mnist_fmnist_mix"
 data_root="${SBN_DATA_ROOT:-}"; sched=()
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
@@ -60,15 +64,12 @@ case "$profile" in smoke|quick|cpu|paper) ;; *) echo "error: unknown profile '$p
 [ -n "$out" ] || { [ "$profile" = cpu ] && out=outputs || out="outputs/$profile"; }
 case "$jobs" in ''|*[!0-9]*|0*) echo "error: --jobs must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
 for d in $datasets; do
-  case "$d" in mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
-    *) echo "error: unknown dataset '$d'; choose from mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix" >&2; exit 2 ;; esac
+  known "$d" || { echo "error: unknown dataset '$d'; choose from $KNOWN_DATASETS" >&2; exit 2; }
 done
 [ -n "${datasets// /}" ] || { echo "error: --datasets is empty" >&2; exit 2; }
-case "$ablation" in ""|mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
-  *) echo "error: unknown --ablation-dataset '$ablation'" >&2; exit 2 ;; esac
+[ -z "$ablation" ] || known "$ablation" || { echo "error: unknown --ablation-dataset '$ablation'; choose from $KNOWN_DATASETS" >&2; exit 2; }
 for d in $readings; do
-  case "$d" in mnist|fashion_mnist|cifar10|cifar100|mnist_fmnist_mix) ;;
-    *) echo "error: unknown dataset '$d' in --readings-datasets" >&2; exit 2 ;; esac
+  known "$d" || { echo "error: unknown dataset '$d' in --readings-datasets; choose from $KNOWN_DATASETS" >&2; exit 2; }
 done
 
 # an unusable output directory is an option error too: before the (possibly long) set-up
@@ -158,9 +159,10 @@ for d in "${with_data[@]}"; do
   fi
 done
 
-echo "== summary (verdicts, figures and REPORT.md across datasets; about a minute)"
-if "$venv_bin/papermill" notebooks/summary.ipynb "$out/summary.ipynb" -p datasets "$datasets" -p output_dir "$out" \
-     --log-output --no-progress-bar > "$out/summary.log" 2>&1; then
+echo "== summary (verdicts, figures and REPORT.md across datasets)"
+if { "$venv_bin/papermill" notebooks/summary.ipynb "$out/summary.ipynb" -p datasets "$datasets" -p output_dir "$out" \
+       --log-output --no-progress-bar 2>&1 | tee "$out/summary.log" | grep --line-buffered -E "summary: +[0-9]+%" \
+       | sed -u 's/^/      /'; exit "${PIPESTATUS[0]}"; } & wait $!; then
   render "$out/summary.ipynb"
   echo "   report: $out/REPORT.md"
 else

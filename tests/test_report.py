@@ -232,7 +232,7 @@ def test_provenance_names_the_runs_commits_not_the_rendering():
     assert portable({"root": "/machine/path/data", "status": "ok"}) == {"root": "data", "status": "ok"}
 
 
-def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_path):
+def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_path, capsys):
     from sbnlib.experiments import studies
     for d in ("mnist", "cifar10"):
         evidence.write_status(tmp_path / d, "ok", data_status="verified", profile="cpu")
@@ -245,6 +245,9 @@ def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_pat
     # the verdicts at a glance, right after the verdict table: one heat map of every dataset read
     assert (tmp_path / "summary_verdicts.png").read_bytes()[:4] == b"\x89PNG"
     assert text.index("## Verdicts at a glance") < text.index("![summary_verdicts](summary_verdicts.png)")
+    # its stages as a progress bar on stdout (run_all.sh shows the "summary: NN%" lines)
+    shown = capsys.readouterr().out
+    assert "summary:   0%" in shown and "summary: 100%" in shown and "4/4" in shown
 
 
 def test_convergence_sentences_say_where_bn_fell_short():

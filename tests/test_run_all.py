@@ -33,6 +33,12 @@ def test_bad_options(args, message, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_run_all_knows_the_datasets_the_library_knows():
+    from sbnlib.data import dataset_names
+    line = next(t for t in (REPO / "run_all.sh").read_text().splitlines() if t.startswith("KNOWN_DATASETS="))
+    assert sorted(line.split("=", 1)[1].strip('"').split()) == sorted(dataset_names())
+
+
 def test_help():
     p = subprocess.run(["bash", str(REPO / "run_all.sh"), "--help"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "--profile" in p.stdout and "--allow-missing" in p.stdout

@@ -5,8 +5,10 @@ notebook: :func:`summary` (the verdicts across datasets and ``REPORT.md``, ``not
 from __future__ import annotations
 
 import json
+import sys
 
 import pandas as pd
+from tqdm import tqdm
 
 from ..assess import evidence
 from ..data import dataset_names
@@ -19,66 +21,78 @@ from .stats import chosen_learning_rates
 from .sweep import ABLATION, ablation_configs, iter_results, run_configs
 
 
-def summary(datasets, output_dir="outputs"):  # run_all.sh passes the profile's folder
+def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.sh passes the profile's folder
     """Collect every dataset's verdicts; write REPORT.md.
 
     ``datasets`` and after them every other dataset with results in ``output_dir`` (a
     ``status.json``): a run of some datasets does not drop the others from the report.
     Returns ``(verdicts, statuses, report_path, extra)``; ``extra["sanity"]`` is the BN-vs-GroupNorm
-    table and ``extra["collapse"]`` the collapse diagnosis in words."""
+    table and ``extra["collapse"]`` the collapse diagnosis in words. ``progress``: a bar over the
+    stages (verdicts, figures, diagnoses, report) on stderr, which ``run_all.sh`` shows."""
     out = _repo_path(output_dir)
     datasets = list(datasets) + [d for d in dataset_names() if d not in datasets and (out / d / "status.json").is_file()]
-    frames, statuses = [], {}
-    for d in datasets:
-        statuses[d] = evidence.read_status(out / d)
-        v = out / d / "verdicts.csv"
-        if statuses[d]["status"] == "ok" and v.exists():
-            f = pd.read_csv(v, comment="#")
-            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]
-                            + [c for c in ("bn converged",) if c in f.columns]])
-    verdicts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
-    ran = {d: st for d, st in statuses.items() if st["status"] == "ok"}
-    prov = {"profiles": ", ".join(sorted({str(st.get("profile")) for st in ran.values()})) or "none",
-            **{f"{d} parameters": json.dumps(st.get("parameters"), sort_keys=True) for d, st in ran.items()},
-            **{f"{d} training time (s, sum over runs)": st.get("training_time_s") for d, st in ran.items()},
+    bar = tqdm(total=4, desc="summary", unit="stage", disable=not progress, file=sys.stdout)
+    statuses = {d: evidence.read_status(out / d) for d in datasets}
+    ran = [d for d in datasets if statuses[d]["status"] == "ok"]  # the datasets whose tables may be read
+    verdicts = _collect_verdicts(out, ran)
+    prov = {"profiles": ", ".join(sorted({str(statuses[d].get("profile")) for d in ran})) or "none",
+            **{f"{d} parameters": json.dumps(statuses[d].get("parameters"), sort_keys=True) for d in ran},
+            **{f"{d} training time (s, sum over runs)": statuses[d].get("training_time_s") for d in ran},
             "versions": json.dumps(versions("scipy", "pandas"), sort_keys=True)}
+    bar.update(1)
     figs, sections, sanity = [], [], pd.DataFrame()
-    if frames:
-
-        plot_verdict_heatmap(verdicts, out / "summary_verdicts.png")
-        sections.append("\n".join(["## Verdicts at a glance", "", VERDICT_MAP_NOTE, "",
-                                    "![summary_verdicts](summary_verdicts.png)"]))
-
-        comps = {d: pd.read_csv(out / d / "comparisons_accuracy.csv") for d in datasets
-                 if (out / d / "comparisons_accuracy.csv").exists() and statuses[d]["status"] == "ok"}
-        plot_verdict_diffs(comps, out / "summary_accuracy_diff.png")
-        figs.append("summary_accuracy_diff.png")
-        runs = {d: pd.read_csv(out / d / "runs.csv") for d in datasets
-                if statuses[d]["status"] == "ok" and (out / d / "runs.csv").exists()}
-        if plot_bn_vs_gn(runs, out / "sanity_bn_vs_gn.png") is not None:
-            figs.append("sanity_bn_vs_gn.png")
-        sanity = tables.bn_vs_gn_sanity(runs)
-        if len(sanity):
-            tables.write_table(sanity.set_index("dataset"), out, "sanity_bn_vs_gn",
-                               "Sanity reference: does BN lose more than GroupNorm when the batch shrinks?",
-                               prov, SANITY_NOTE)
-            sections.append("\n".join(["## Sanity reference: BN vs GroupNorm at small batches", "", SANITY_NOTE, "",
-                                        tables.markdown_table(sanity, index=False), "",
-                                        *report.sanity_sentences(sanity), "",
-                                        "![sanity_bn_vs_gn](sanity_bn_vs_gn.png)"]))
-            figs.remove("sanity_bn_vs_gn.png")
-    collapse = [line for d in datasets if statuses[d]["status"] == "ok" and (out / d / "collapse.csv").exists()
+    if len(verdicts):
+        figs, sections, sanity = _summary_figures(out, ran, verdicts, prov)
+    bar.update(1)
+    collapse = [line for d in ran if (out / d / "collapse.csv").exists()
                 for line in report.collapse_sentences(pd.read_csv(out / d / "collapse.csv", comment="#",
                                                                   index_col=[0, 1]), d)]
     if collapse:
         sections.append("\n".join(["## Why selective BN loses accuracy", "", COLLAPSE_NOTE, "", *collapse]))
-    readings = [line for d in datasets if statuses[d]["status"] == "ok" and (out / d / "readings.csv").exists()
+    readings = [line for d in ran if (out / d / "readings.csv").exists()
                 for line in report.readings_sentences(pd.read_csv(out / d / "readings.csv", comment="#",
                                                                   index_col=[0, 1]), d)]
     if readings:
         sections.append("\n".join(["## Every reading of the paper", "", READINGS_NOTE, "", *readings]))
+    bar.update(1)
     path = report.write_report(out, datasets, verdicts, figs, prov, sections)
+    bar.update(1)
+    bar.close()
     return verdicts, statuses, path, {"sanity": sanity, "collapse": collapse}
+
+
+def _collect_verdicts(out, ran) -> pd.DataFrame:
+    """Every dataset's ``verdicts.csv``, one row per dataset and batch size."""
+    frames = []
+    for d in ran:
+        if (out / d / "verdicts.csv").exists():
+            f = pd.read_csv(out / d / "verdicts.csv", comment="#")
+            frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]
+                            + [c for c in ("bn converged",) if c in f.columns]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
+
+
+def _summary_figures(out, ran, verdicts, prov):
+    """The verdict map, the accuracy differences and the BN-vs-GroupNorm sanity reference (figures,
+    table and REPORT sections); returns (figures listed at the end, sections, sanity table)."""
+    plot_verdict_heatmap(verdicts, out / "summary_verdicts.png")
+    sections = ["\n".join(["## Verdicts at a glance", "", VERDICT_MAP_NOTE, "", "![summary_verdicts](summary_verdicts.png)"])]
+    comps = {d: pd.read_csv(out / d / "comparisons_accuracy.csv") for d in ran
+             if (out / d / "comparisons_accuracy.csv").exists()}
+    plot_verdict_diffs(comps, out / "summary_accuracy_diff.png")
+    figs = ["summary_accuracy_diff.png"]
+    runs = {d: pd.read_csv(out / d / "runs.csv") for d in ran if (out / d / "runs.csv").exists()}
+    drew_sanity = plot_bn_vs_gn(runs, out / "sanity_bn_vs_gn.png") is not None
+    sanity = tables.bn_vs_gn_sanity(runs)
+    if len(sanity):
+        tables.write_table(sanity.set_index("dataset"), out, "sanity_bn_vs_gn",
+                           "Sanity reference: does BN lose more than GroupNorm when the batch shrinks?", prov, SANITY_NOTE)
+        sections.append("\n".join(["## Sanity reference: BN vs GroupNorm at small batches", "", SANITY_NOTE, "",
+                                    tables.markdown_table(sanity, index=False), "", *report.sanity_sentences(sanity),
+                                    "", "![sanity_bn_vs_gn](sanity_bn_vs_gn.png)"]))
+    elif drew_sanity:  # a figure without a table: listed with the other figures
+        figs.append("sanity_bn_vs_gn.png")
+    return figs, sections, sanity
 
 
 VERDICT_MAP_NOTE = (
