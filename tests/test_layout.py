@@ -131,3 +131,15 @@ def test_the_cli_lists_the_datasets_of_the_registry(capsys):
     assert main(["datasets"]) == 0
     assert capsys.readouterr().out.split() == dataset_names()
     assert {"mnist", "fashion_mnist", "cifar10", "cifar100", "mnist_fmnist_mix"} <= set(dataset_names())
+
+
+def test_no_function_is_longer_than_60_lines():
+    """Every function and method of sbnlib fits on a screen (issue 15): at most 60 lines, docstring included."""
+    long = []
+    for p in MODULES:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    long.append(f"{_name(p)}.{node.name} (line {node.lineno}): {n} lines")
+    assert not long, "functions longer than 60 lines:\n" + "\n".join(long)

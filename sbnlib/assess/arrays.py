@@ -44,6 +44,44 @@ def read_rows(path, offset: int, row_shape, dtype: np.dtype, ids: np.ndarray) ->
 
 # ---- arrays ----------------------------------------------------------------------------------
 
+def _npz_key(path: Path, keys, key: Optional[str]) -> str:
+    """The array to read among ``keys``: ``key``, else the only one or the only usual name."""
+    if key is None:
+        common = [k for k in ("x", "X", "data", "features", "images", "x_train") if k in keys]
+        if len(keys) == 1:
+            key = keys[0]
+        elif len(common) == 1:
+            key = common[0]
+        else:
+            raise UserDataError(f"{path.name} holds {len(keys)} arrays ({', '.join(keys[:10])}); "
+                                "choose one with --array-key NAME")
+    if key not in keys:
+        raise UserDataError(f"{path.name} has no array {key!r}; it holds {', '.join(keys[:10])}")
+    return key
+
+
+def _extract_npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, size: int):
+    """A compressed member, extracted (streaming) to a temporary .npy that is memory-mapped;
+    returns (array, temp dir). Its ``size`` is known from the header, so a member that would not
+    fit (or a decompression bomb) is refused before."""
+    tmp = tempfile.mkdtemp(prefix="sbn-npz-")
+    try:
+        free = shutil.disk_usage(tmp).free
+        if size > free:
+            raise UserDataError(f"{label}: extracting this compressed array needs {size:,} bytes in {tmp}, "
+                                f"{free:,} are free; store it uncompressed (np.savez, or a .npy file) or set TMPDIR")
+        target = Path(tmp) / "member.npy"
+        try:
+            with zf.open(info) as m, open(target, "wb") as f:
+                shutil.copyfileobj(m, f, 1 << 22)  # zipfile stops at file_size and checks the CRC
+        except (EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise UserDataError(f"{label}: the compressed data is damaged ({e}); save the array again") from None
+        return np.load(target, mmap_mode="r"), tmp
+    except BaseException:  # a member refused or damaged: its temporary goes with it
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _npz_member(path: Path, key: Optional[str]):
     """One array of a .npz file, memory-mapped; returns (array, key, temp dir or None)."""
     try:
@@ -54,17 +92,7 @@ def _npz_member(path: Path, key: Optional[str]):
         keys = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
         if not keys:
             raise UserDataError(f"{path.name} holds no arrays")
-        if key is None:
-            common = [k for k in ("x", "X", "data", "features", "images", "x_train") if k in keys]
-            if len(keys) == 1:
-                key = keys[0]
-            elif len(common) == 1:
-                key = common[0]
-            else:
-                raise UserDataError(f"{path.name} holds {len(keys)} arrays ({', '.join(keys[:10])}); "
-                                    "choose one with --array-key NAME")
-        if key not in keys:
-            raise UserDataError(f"{path.name} has no array {key!r}; it holds {', '.join(keys[:10])}")
+        key = _npz_key(path, keys, key)
         info, label = zf.getinfo(key + ".npy"), f"{path.name}[{key!r}]"
         try:
             with zf.open(info) as m:
@@ -90,24 +118,8 @@ def _npz_member(path: Path, key: Optional[str]):
             if int(np.prod(shape)) == 0:
                 return np.zeros(shape, dtype), key, None
             return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order), key, None
-        # compressed: extracted (streaming) to a temporary .npy that is mapped; its size is known from
-        # the header, so a member that would not fit (or a decompression bomb) is refused before
-        tmp = tempfile.mkdtemp(prefix="sbn-npz-")
-        try:
-            free = shutil.disk_usage(tmp).free
-            if size > free:
-                raise UserDataError(f"{label}: extracting this compressed array needs {size:,} bytes in {tmp}, "
-                                    f"{free:,} are free; store it uncompressed (np.savez, or a .npy file) or set TMPDIR")
-            target = Path(tmp) / "member.npy"
-            try:
-                with zf.open(info) as m, open(target, "wb") as f:
-                    shutil.copyfileobj(m, f, 1 << 22)  # zipfile stops at file_size and checks the CRC
-            except (EOFError, zipfile.BadZipFile, zlib.error) as e:
-                raise UserDataError(f"{label}: the compressed data is damaged ({e}); save the array again") from None
-            return np.load(target, mmap_mode="r"), key, tmp
-        except BaseException:  # a member refused or damaged: its temporary goes with it
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        arr, tmp = _extract_npz_member(zf, info, label, size)  # compressed: extracted, then mapped
+        return arr, key, tmp
 
 
 class ArraySource(Source):

@@ -149,7 +149,22 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
     name = _report_name(result)
     if "summary" not in result:
         add_recommendations(result, result.get("evidence") or benchmark_evidence(None))
-    # the recommendation once, then per batch size the facts and the evidence it rests on
+    p = _recommendation_section(result, name) + _scores_section(result) + _evidence_section(result)
+    p += _input_and_rule_section(result)
+    stamp = (f", generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
+             + (f", {result['elapsed_s']:.1f} s" if result.get("elapsed_s") else "")) if stamped else ""
+    p.append(f"<p class='muted'>sbnlib {e(__version__)}{e(stamp)}</p>")
+    body = "\n".join(p)
+    if fragment:
+        return f"<div class='sbn-report'><style>{_CSS}</style>\n{body}\n</div>"
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Should I use BN on {e(name)}?</title><style>{_CSS}</style></head>\n"
+            f"<body>\n{body}\n{_IMG_CHECK}\n</body></html>\n")
+
+
+def _recommendation_section(result: dict, name: str) -> List[str]:
+    """The recommendation once, then per batch size the facts and the evidence it rests on."""
+    e = html.escape
     p = [f"<h1>Should I use BN on {e(name)}?</h1>", "<h2>Recommendation</h2>",
          f"<p class='summary' id='summary'>{e(result['summary'])} The table gives, per batch size, how many batches "
          "are heterogeneous and the benchmark verdicts (claim C1: is selective BN more accurate than BN?) that the "
@@ -164,7 +179,13 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
     p.append(_table(["batch size", "batches", "heterogeneous (normalised)", "measured at", "C1 on the benchmarks",
                      "selective BN - BN (pp)", "advice"], rows))
     p.append(f"<p class='muted'>{e(result.get('evidence_note', ''))}</p>")
-    p.append("<h2>Scores, thresholds and the fraction of batches that need BN</h2>")
+    return p
+
+
+def _scores_section(result: dict) -> List[str]:
+    """The scores, thresholds and fraction of batches that need BN per batch size, and the figures."""
+    e = html.escape
+    p = ["<h2>Scores, thresholds and the fraction of batches that need BN</h2>"]
     cols = [("batch size", "batch_size", "{}"), ("batches", "n_batches", "{:,}"), ("threshold", "threshold", "{:.4g}"),
             ("need BN", "frac_needs_bn", None), ("score mean", "score_mean", "{:.4g}"), ("score std", "score_std", "{:.4g}"),
             ("min", "score_min", "{:.4g}"), ("5%", "score_q05", "{:.4g}"), ("median", "score_q50", "{:.4g}"),
@@ -175,6 +196,13 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
     for caption, b64 in report_figures(result).items():
         p.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
                  f"<figcaption class='muted'>{e(caption)}</figcaption></figure>")
+    return p
+
+
+def _evidence_section(result: dict) -> List[str]:
+    """The benchmark evidence at the batch sizes assessed (nearest measured), and problems reading it."""
+    e = html.escape
+    p = []
     ev = result.get("evidence") or {}
     if ev.get("rows"):
         p.append("<h2>Benchmark evidence at your batch sizes</h2>")
@@ -191,8 +219,14 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
         p.append("<p class='muted'>Read from: " + ", ".join(f"<code>{e(f)}</code>" for f in ev.get("files", [])) + "</p>")
     if ev.get("problems"):
         p.append("<p class='muted'>Problems reading the evidence: " + e("; ".join(ev["problems"])) + "</p>")
-    p.append("<h2>Input</h2><div class='scroll'><table>" + "".join(
-        f"<tr><th class='l'>{e(k)}</th><td class='l'>{e(v)}</td></tr>" for k, v in _input_rows(result)) + "</table></div>")
+    return p
+
+
+def _input_and_rule_section(result: dict) -> List[str]:
+    """What was assessed (and what was skipped), and how the recommendation is made."""
+    e = html.escape
+    p = ["<h2>Input</h2><div class='scroll'><table>" + "".join(
+        f"<tr><th class='l'>{e(k)}</th><td class='l'>{e(v)}</td></tr>" for k, v in _input_rows(result)) + "</table></div>"]
     sk = result.get("skipped") or {}
     if sk.get("examples"):
         p.append("<details><summary>Skipped items (first 20)</summary><ul>"
@@ -203,16 +237,7 @@ def report_html(result: dict, fragment: bool = False, stamped: bool = True) -> s
              f"<code>sbnlib.scoring</code>); the threshold (<code>{e(result['threshold_strategy'])}</code>) is "
              "fitted on the scores and a batch needs BN when its score is above it.</p>")
     p.append(f"<p>{e(result.get('recommendation_rule', RECOMMENDATION_RULE))}</p>")
-
-    stamp = (f", generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
-             + (f", {result['elapsed_s']:.1f} s" if result.get("elapsed_s") else "")) if stamped else ""
-    p.append(f"<p class='muted'>sbnlib {e(__version__)}{e(stamp)}</p>")
-    body = "\n".join(p)
-    if fragment:
-        return f"<div class='sbn-report'><style>{_CSS}</style>\n{body}\n</div>"
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>Should I use BN on {e(name)}?</title><style>{_CSS}</style></head>\n"
-            f"<body>\n{body}\n{_IMG_CHECK}\n</body></html>\n")
+    return p
 
 
 def write_html_report(result: dict, path, stamped: bool = True) -> Path:

@@ -64,6 +64,22 @@ def _open_image(path):
         return Image.open(path)
 
 
+def _class_folders(root: Path, exts) -> List[str]:
+    """The class folders of the image folder ``root``, sorted by name; an error says what to fix
+    where there are none."""
+    try:
+        with os.scandir(root) as it:
+            top = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise UserDataError(f"{printable(root)}: cannot list the folder ({e.strerror}); fix its permissions") from None
+    classes = [e.name for e in top if e.is_dir()]
+    if not classes:
+        n_flat = sum(1 for e in top if e.is_file() and os.path.splitext(e.name)[1].lower() in exts)
+        hint = (f" (it holds {n_flat} images directly; move them into one sub-folder per class)" if n_flat else "")
+        raise UserDataError(f"{printable(root)} has no class folders: an image folder is root/<class>/<image>{hint}")
+    return classes
+
+
 class ImageFolderSource(Source):
     """``root/<class>/<image>`` as ``torchvision.datasets.ImageFolder`` reads it (see the module doc)."""
 
@@ -81,16 +97,28 @@ class ImageFolderSource(Source):
         self.root, self.path, self.name = root, str(root), _safe_name(root.resolve().name)
         self.image_size, self.skip_bad = image_size, skip_bad
         exts = set(image_extensions())
-        try:
-            with os.scandir(root) as it:
-                top = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            raise UserDataError(f"{printable(root)}: cannot list the folder ({e.strerror}); fix its permissions") from None
-        classes = [e.name for e in top if e.is_dir()]
-        if not classes:
-            n_flat = sum(1 for e in top if e.is_file() and os.path.splitext(e.name)[1].lower() in exts)
-            hint = (f" (it holds {n_flat} images directly; move them into one sub-folder per class)" if n_flat else "")
-            raise UserDataError(f"{printable(root)} has no class folders: an image folder is root/<class>/<image>{hint}")
+        classes = _class_folders(root, exts)
+        self._index_classes(root, classes, exts)
+        release_free_memory()
+        self.classes = classes
+        self.class_counts = dict(zip(classes, np.bincount(self.labels, minlength=len(classes)).tolist()))
+        self.n_items = len(self.files)
+        self.channels, self.first = channels, None
+        if channels is None:  # the first readable image fixes the channel count
+            for i in range(self.n_items):
+                try:
+                    with _open_image(self._abs(i)) as img:
+                        self.channels, self.first = _channels_of(img), (self._rel(i), img.mode)
+                    break
+                except Exception:  # unreadable: reported by pass 1
+                    continue
+            if self.channels is None:
+                raise UserDataError(f"none of the {self.n_items} image files under {printable(root)} can be read by Pillow")
+        self.item_shape = (self.channels, image_size, image_size)
+
+    def _index_classes(self, root: Path, classes: List[str], exts) -> None:
+        """Index the image files of every class folder (``files``, ``labels``), each real file once;
+        empty class folders and links skipped are recorded as bad entries."""
         # the index: relative paths as fixed-width bytes, one array per class (a million paths as
         # Python objects would take ~60 MB more), class labels and each file's (device, inode)
         files, labels, self.empty_classes, self.n_ignored = [], [], [], 0
@@ -121,22 +149,6 @@ class ImageFolderSource(Source):
             for f in self.files[~once]:
                 self._link_skipped(os.fsdecode(f))
             self.files, self.labels = self.files[once], self.labels[once]
-        release_free_memory()
-        self.classes = classes
-        self.class_counts = dict(zip(classes, np.bincount(self.labels, minlength=len(classes)).tolist()))
-        self.n_items = len(self.files)
-        self.channels, self.first = channels, None
-        if channels is None:  # the first readable image fixes the channel count
-            for i in range(self.n_items):
-                try:
-                    with _open_image(self._abs(i)) as img:
-                        self.channels, self.first = _channels_of(img), (self._rel(i), img.mode)
-                    break
-                except Exception:  # unreadable: reported by pass 1
-                    continue
-            if self.channels is None:
-                raise UserDataError(f"none of the {self.n_items} image files under {printable(root)} can be read by Pillow")
-        self.item_shape = (self.channels, image_size, image_size)
 
     def _index(self, top: Path, exts, seen_dirs: set, inodes: array.array) -> List[bytes]:
         """The image files under the class folder ``top``, relative to the root, in sorted order;

@@ -38,6 +38,34 @@ def _channel_stats(x: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...
     return tuple(means), tuple(stds)
 
 
+def _find_files(spec, root: Path, source, download: bool, progress: bool) -> dict:
+    """The dataset's files under ``root`` (downloaded first where missing and ``download``), by name."""
+    found = _locate(spec, root)
+    if any(p is None for p in found.values()):
+        if not download:
+            raise DataError(_missing_message(spec, root, source, found, root_missing=not root.is_dir()))
+        _download(spec, root, progress)
+        found = _locate(spec, root)
+        if any(p is None for p in found.values()):
+            raise DataError("after the download, " + _missing_message(spec, root, source, found, False))
+    return found
+
+
+def _read_files(spec, found: dict):
+    """Read the found files: (x_train, y_train, x_test, y_test) as numpy arrays, and the class names."""
+    if spec.kind == "idx":
+        x_tr, y_tr = _read_idx_split(found[spec.train_files[0]], found[spec.train_files[1]], spec)
+        x_te, y_te = _read_idx_split(found[spec.test_files[0]], found[spec.test_files[1]], spec)
+        classes = list(spec.classes)
+    else:
+        classes = _read_cifar_classes(found[spec.meta_file], spec)
+        parts = [_read_cifar_batch(found[f], spec) for f in spec.train_files]
+        x_tr = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        y_tr = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        x_te, y_te = _read_cifar_batch(found[spec.test_files[0]], spec)
+    return x_tr, y_tr, x_te, y_te, classes
+
+
 def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download: bool = False,
                  n_train: Optional[int] = None, n_test: Optional[int] = None, seed: int = 0,
                  progress: bool = False) -> Dataset:
@@ -56,27 +84,10 @@ def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download
     n_test = None if n_test is None else _check_count(n_test, "n_test")
     root, source = _resolve_root_with_source(root)
 
-    found = _locate(spec, root)
-    if any(p is None for p in found.values()):
-        if not download:
-            raise DataError(_missing_message(spec, root, source, found, root_missing=not root.is_dir()))
-        _download(spec, root, progress)
-        found = _locate(spec, root)
-        if any(p is None for p in found.values()):
-            raise DataError("after the download, " + _missing_message(spec, root, source, found, False))
-
+    found = _find_files(spec, root, source, download, progress)
     if progress:
         print(f"sbnlib.data: reading {spec.name} from {root / spec.layout}", file=sys.stderr)
-    if spec.kind == "idx":
-        x_tr, y_tr = _read_idx_split(found[spec.train_files[0]], found[spec.train_files[1]], spec)
-        x_te, y_te = _read_idx_split(found[spec.test_files[0]], found[spec.test_files[1]], spec)
-        classes = list(spec.classes)
-    else:
-        classes = _read_cifar_classes(found[spec.meta_file], spec)
-        parts = [_read_cifar_batch(found[f], spec) for f in spec.train_files]
-        x_tr = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        y_tr = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-        x_te, y_te = _read_cifar_batch(found[spec.test_files[0]], spec)
+    x_tr, y_tr, x_te, y_te, classes = _read_files(spec, found)
 
     files, verified, status, note, warns = _verify(spec, root, list(found.values()))
     n_train_avail, n_test_avail = int(y_tr.shape[0]), int(y_te.shape[0])

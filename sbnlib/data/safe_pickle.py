@@ -64,80 +64,91 @@ _TUPLE_N = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
 _NO_STACK_OPS = {"PROTO", "FRAME", "STOP"}
 
 
-def _check_pickle_ops(f) -> None:
-    """Walk the opcodes of the pickle in ``f`` (nothing is built) with a model of the unpickler's
-    stack whose entries are ``[kind, depth]``; raise :class:`pickle.UnpicklingError` at the first
-    thing a CIFAR pickle does not need (see above). The work is linear in the file's size."""
-    stack, memo, marks = [], {}, []
+class _StackModel:
+    """The unpickler's stack as :func:`_check_pickle_ops` models it: entries ``[kind, depth]``
+    (kind ``atom``, ``container``, ``global`` or ``object``), the MARK positions and the memo."""
 
-    def pop_to_mark():
-        if not marks:
+    def __init__(self):
+        self.stack, self.memo, self.marks = [], {}, []
+
+    def pop_to_mark(self):
+        """Pop the entries above the last MARK (and the MARK)."""
+        if not self.marks:
             raise pickle.UnpicklingError("malformed pickle: a container without its MARK")
-        items = stack[marks[-1]:]
-        del stack[marks.pop():]
+        items = self.stack[self.marks[-1]:]
+        del self.stack[self.marks.pop():]
         return items
 
-    def push(kind, items=()):
+    def push(self, kind, items=()):
+        """Push an entry; a container is one deeper than the deepest of its ``items``."""
         depth = 1 + max((e[1] for e in items), default=0) if kind == "container" else 0
         if depth > PICKLE_MAX_DEPTH:
             raise pickle.UnpicklingError(f"containers nested more than {PICKLE_MAX_DEPTH} deep")
-        stack.append([kind, depth])
+        self.stack.append([kind, depth])
 
-    def add_to_top(items):
-        if not stack:
+    def add_to_top(self, items):
+        """Add ``items`` to the entry on top (APPEND, SETITEM, BUILD), deepening it."""
+        if not self.stack:
             raise pickle.UnpicklingError("malformed pickle: nothing to add the items to")
-        top = stack[-1]
+        top = self.stack[-1]
         top[1] = max(top[1], 1 + max((e[1] for e in items), default=0))
         if top[1] > PICKLE_MAX_DEPTH:
             raise pickle.UnpicklingError(f"containers nested more than {PICKLE_MAX_DEPTH} deep")
 
-    def pop(n):
-        if len(stack) - (marks[-1] if marks else 0) < n:
+    def pop(self, n):
+        """Pop ``n`` entries, none of them below the last MARK."""
+        if len(self.stack) - (self.marks[-1] if self.marks else 0) < n:
             raise pickle.UnpicklingError("malformed pickle: stack underflow")
-        items = stack[len(stack) - n:]
-        del stack[len(stack) - n:]
+        items = self.stack[len(self.stack) - n:]
+        del self.stack[len(self.stack) - n:]
         return items
 
+
+def _check_pickle_ops(f) -> None:
+    """Walk the opcodes of the pickle in ``f`` (nothing is built) with a model of the unpickler's
+    stack whose entries are ``[kind, depth]``; raise :class:`pickle.UnpicklingError` at the first
+    thing a CIFAR pickle does not need (see above). The work is linear in the file's size."""
+    m = _StackModel()
     for op, arg, _ in pickletools.genops(f):
         name = op.name
         if name in _ATOM_OPS:
-            push("atom")
+            m.push("atom")
         elif name in _EMPTY_OPS:
-            push("container")
+            m.push("container")
         elif name == "MARK":
-            marks.append(len(stack))
+            m.marks.append(len(m.stack))
         elif name in ("LIST", "TUPLE", "DICT"):
-            push("container", pop_to_mark())
+            m.push("container", m.pop_to_mark())
         elif name in _TUPLE_N:
-            push("container", pop(_TUPLE_N[name]))
+            m.push("container", m.pop(_TUPLE_N[name]))
         elif name in ("APPEND", "SETITEM"):
-            add_to_top(pop(1 if name == "APPEND" else 2))
+            m.add_to_top(m.pop(1 if name == "APPEND" else 2))
         elif name in ("APPENDS", "SETITEMS"):
-            add_to_top(pop_to_mark())
+            m.add_to_top(m.pop_to_mark())
         elif name == "GLOBAL":
-            push("global")
+            m.push("global")
         elif name == "STACK_GLOBAL":
-            pop(2)
-            push("global")
+            m.pop(2)
+            m.push("global")
         elif name == "REDUCE":  # an allowed function (find_class) on its arguments: an array, a dtype, bytes
-            _, args = pop(2)
-            stack.append(["object", args[1]])
+            _, args = m.pop(2)
+            m.stack.append(["object", args[1]])
         elif name == "BUILD":
-            add_to_top(pop(1))
+            m.add_to_top(m.pop(1))
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            if not stack:
+            if not m.stack:
                 raise pickle.UnpicklingError("malformed pickle: nothing to memoize")
-            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            m.memo[len(m.memo) if name == "MEMOIZE" else arg] = m.stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
-            if arg not in memo:
+            if arg not in m.memo:
                 raise pickle.UnpicklingError(f"malformed pickle: memo entry {arg} read before it is written")
-            if memo[arg][0] == "container":
+            if m.memo[arg][0] == "container":
                 raise pickle.UnpicklingError("a container referenced twice (memo GET), which a CIFAR pickle never needs")
-            stack.append(memo[arg])
+            m.stack.append(m.memo[arg])
         elif name == "POP":
-            pop(1)
+            m.pop(1)
         elif name == "POP_MARK":
-            pop_to_mark()
+            m.pop_to_mark()
         elif name not in _NO_STACK_OPS:
             raise pickle.UnpicklingError(f"opcode {name}, which a CIFAR pickle never needs")
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from typing import List, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,9 +39,10 @@ from ..layers import SKIP_MODES, _SelectiveBatchNorm
 from ..scoring import fit_scorer
 from .config import METHODS, lr_at
 from .models import build_model
+from .packed_sgd import _step_except, seed_grad_norms
 from .probes import _ShiftProbe, switched_layers
 from .records import StepLog, _epoch_record, finish_record
-from .train import _progress, _selection, make_optimizer, training_data
+from .train import TrainingData, _progress, _selection, make_optimizer, training_data
 
 # images per packed step (seeds x batch size) up to which packing pays on this CPU (cnn_s, MNIST):
 # at B=32 two packed seeds were slower than two single runs (outputs/BENCH.md, section 5)
@@ -242,62 +245,6 @@ def unpack(packed: PackedModel, into: Sequence[nn.Module] | None = None,
     return models
 
 
-def seed_grad_norms(params: Sequence[Tensor], num_seeds: int) -> Tensor:
-    """Per seed, the global 2-norm of its own gradients, as ``torch.nn.utils.get_total_norm`` computes
-    it for a single model (the norm of the per-tensor norms); parameters without a gradient are left out."""
-    norms = [torch.linalg.vector_norm(p.grad.reshape(num_seeds, -1), dim=1) for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms), dim=0)
-
-
-def _sgd_step(opt: torch.optim.SGD, lrs: torch.Tensor, num_seeds: int) -> None:
-    """One step of ``opt`` (SGD) in which seed ``k``'s blocks move with learning rate ``lrs[k]``.
-
-    The arithmetic of torch's single-tensor SGD (weight decay, momentum buffer, Nesterov), except
-    the last line: ``p -= lr * d`` with a per-seed ``lr``, so that one packed group can train the
-    seeds of a configuration at several learning rates (the learning-rate selection). Every packed
-    step goes through here, whatever the rates, so a seed's numbers do not depend on its group."""
-    group = opt.param_groups[0]
-    wd, mu, nesterov = group["weight_decay"], group["momentum"], group["nesterov"]
-    with torch.no_grad():
-        for p in group["params"]:
-            if p.grad is None:
-                continue  # no gradient: SGD leaves the parameter alone
-            d = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
-            if mu != 0:
-                state = opt.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = torch.clone(d).detach()
-                else:
-                    buf.mul_(mu).add_(d)
-                d = d.add(buf, alpha=mu) if nesterov else buf
-            shape = (num_seeds,) + (1,) * p.dim()  # one rate per seed block of the first axis
-            p.unflatten(0, (num_seeds, -1)).addcmul_(d.unflatten(0, (num_seeds, -1)), lrs.view(shape), value=-1)
-
-
-def _step_except(opt: torch.optim.Optimizer, lrs: torch.Tensor, frozen: Sequence[tuple], num_seeds: int) -> None:
-    """:func:`_sgd_step`, except that for every ``(parameter, seeds)`` of ``frozen`` the blocks of
-    the seeds in the bool mask ``seeds`` keep their values and momentum buffers.
-
-    Used where a single run would not have touched them: a diverged seed's run has ended, and the
-    affine parameters of a BN layer that a seed skipped as identity had no gradient in its single
-    run, where SGD then leaves a parameter alone altogether (no weight decay, no momentum); packed,
-    they have a zero gradient, which SGD would not ignore. A momentum buffer that did not exist yet
-    is kept at zero, which is what it is for SGD when it is first created (``buf = grad``)."""
-    saved = []
-    for p, seeds in frozen:
-        buf = opt.state[p].get("momentum_buffer") if p in opt.state else None
-        saved.append((p, seeds, p.detach().unflatten(0, (num_seeds, -1))[seeds].clone(),
-                      None if buf is None else buf.unflatten(0, (num_seeds, -1))[seeds].clone()))
-    _sgd_step(opt, lrs, num_seeds)
-    with torch.no_grad():
-        for p, seeds, value, buf in saved:
-            p.unflatten(0, (num_seeds, -1))[seeds] = value
-            new = opt.state[p].get("momentum_buffer") if p in opt.state else None
-            if new is not None:
-                new.unflatten(0, (num_seeds, -1))[seeds] = 0.0 if buf is None else buf
-
-
 def pack_size(batch_size: int) -> int:
     """How many seeds of a configuration to pack together: as many as keep a packed step within
     :data:`PACK_IMAGES` images. Packing removes per-operation overhead, which dominates small
@@ -334,35 +281,35 @@ class _Seed:
         self.probe = _ShiftProbe(model, x_probe, total_steps, cfg.probe_points)
         self.needs_bn, self.sel_info, self.loss_sum = None, {}, 0.0
 
-
-def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False, compile: bool = False) -> List[dict]:
-    """Train the seeds ``cfgs`` of one configuration (``engine="packed"``) as one packed model;
-    one record per seed, in ``cfgs`` order, as :func:`sbnlib.experiments.train.train` writes it.
-
-    Per seed, everything is what its single run has: initial weights (``torch.manual_seed(seed)``,
-    then ``build_model``), batch plan, selection decisions, optimizer state, learning-rate
-    schedule, per-step loss and gradient norm (its own parameters), BN decisions and counts, shift
-    probe, evaluation. A seed whose loss or gradient norm is not finite ends there
-    (``status="diverged"``), as its single run would, while the others go on. The numbers equal
-    the single runs' up to float rounding (a grouped convolution sums in another order than a
-    plain one), and a seed's numbers do not depend on the seeds packed beside it: a lone seed whose
-    batch size packs (:func:`pack_size`) is trained beside a copy of itself, through the same
-    grouped kernels. ``wall_time_s`` and ``loop_time_s`` are the group's divided by its size.
-    ``compile=True`` runs the training steps' forward pass through ``torch.compile`` (on this CPU
-    it is slower, compile time aside: ``bench/bench_suite.py --only packed``).
-    """
-    import numpy as np
+    def end_epoch(self, data, epoch: int, correct: int, steps: int, n_bn_layers: int) -> None:
+        """Append the epoch line of its single model (unpacked beforehand) after ``steps`` steps."""
+        self.epochs.append(_epoch_record(self.model, self.cfg, data, epoch, self.loss_sum, correct, steps,
+                                         self.needs_bn if n_bn_layers else None, self.sel_info))
 
 
-    cfgs = [c.validate() for c in cfgs]
-    _check_group(cfgs)
-    wanted = len(cfgs)
-    if wanted == 1 and pack_size(cfgs[0].batch_size) > 1:
-        cfgs = cfgs * 2  # a ghost copy, trained alongside and dropped: the same kernels as in any group
-    first, n = cfgs[0], len(cfgs)
-    t0 = time.perf_counter()
-    data = training_data(first, root, dataset)
-    x_train, y_train = data.x_train, data.y_train
+@dataclass
+class _Group:
+    """What the packed step loop touches: the seeds, the packed model (``forward`` is it or its
+    compiled version) and its optimiser, the layers switched per step and the run's data."""
+
+    runs: list  # one _Seed per packed seed, a ghost copy included
+    packed: PackedModel
+    forward: object
+    opt: torch.optim.Optimizer
+    params: list  # the trainable packed parameters, for the per-seed gradient norms
+    sel_layers: list  # the packed layers switched on/off per step (the selection scope)
+    identity_layers: list  # those of them that skip as identity and have affine parameters
+    data: TrainingData
+    scorer: object  # the batch scorer, fitted once (None where every batch is normalised)
+    n_bn_layers: int
+    n_batches: int
+    total_steps: int
+    dead: Tensor  # (S,) bool: seeds whose run has ended (diverged)
+
+
+def _setup_group(cfgs: Sequence, data: TrainingData, compile: bool) -> _Group:
+    """Build each seed's single model as its single run does, pack them, and set up the group."""
+    first, x_train = cfgs[0], data.x_train
     if first.batch_size > x_train.shape[0]:
         raise ValueError(f"batch_size={first.batch_size} is larger than the {x_train.shape[0]} training "
                          f"samples of {first.dataset}; lower the batch size")
@@ -381,83 +328,123 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     scorer = fit_scorer(first.scorer, x_train) if METHODS[first.method].selection != "all" else None
     identity_layers = [m for m in sel_layers if m.skip_mode == "identity" and m.affine]
     n_bn_layers = sum(1 for m in singles[0].modules() if isinstance(m, _BatchNorm))
-
     n_batches = x_train.shape[0] // first.batch_size
     total_steps = n_batches * first.epochs
     runs = [_Seed(c, m, make_batch_plan(x_train.shape[0], c.batch_size, seed=c.seed), x_train[:256], total_steps)
             for c, m in zip(cfgs, singles)]
     for r in runs:
         r.probe.maybe(0)
-    dead = torch.zeros(n, dtype=torch.bool)  # seeds whose run has ended (diverged)
-    bar = _progress(first, total_steps, progress)
-    loop_time = 0.0
+    return _Group(runs, packed, forward, opt, params, sel_layers, identity_layers, data, scorer, n_bn_layers,
+                  n_batches, total_steps, torch.zeros(len(cfgs), dtype=torch.bool))
+
+
+def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False, compile: bool = False) -> List[dict]:
+    """Train the seeds ``cfgs`` of one configuration (``engine="packed"``) as one packed model;
+    one record per seed, in ``cfgs`` order, as :func:`sbnlib.experiments.train.train` writes it.
+
+    Per seed, everything is what its single run has: initial weights (``torch.manual_seed(seed)``,
+    then ``build_model``), batch plan, selection decisions, optimizer state, learning-rate
+    schedule, per-step loss and gradient norm (its own parameters), BN decisions and counts, shift
+    probe, evaluation. A seed whose loss or gradient norm is not finite ends there
+    (``status="diverged"``), as its single run would, while the others go on. The numbers equal
+    the single runs' up to float rounding (a grouped convolution sums in another order than a
+    plain one), and a seed's numbers do not depend on the seeds packed beside it: a lone seed whose
+    batch size packs (:func:`pack_size`) is trained beside a copy of itself, through the same
+    grouped kernels. ``wall_time_s`` and ``loop_time_s`` are the group's divided by its size.
+    ``compile=True`` runs the training steps' forward pass through ``torch.compile`` (on this CPU
+    it is slower, compile time aside: ``bench/bench_suite.py --only packed``).
+    """
+    cfgs = [c.validate() for c in cfgs]
+    _check_group(cfgs)
+    wanted = len(cfgs)
+    if wanted == 1 and pack_size(cfgs[0].batch_size) > 1:
+        cfgs = cfgs * 2  # a ghost copy, trained alongside and dropped: the same kernels as in any group
+    first = cfgs[0]
+    t0 = time.perf_counter()
+    g = _setup_group(cfgs, training_data(first, root, dataset), compile)
+    bar = _progress(first, g.total_steps, progress)
+    loop_time = 0.0  # seconds in the step loops (with the probe's checkpoints; no selection or evaluation)
     for epoch in range(first.epochs):
-        for r in runs:
-            if first.reform_batches and epoch > 0:
-                r.plan = make_batch_plan(x_train.shape[0], r.cfg.batch_size, seed=r.cfg.seed, epoch=epoch)
-            if epoch == 0 or first.reform_batches:
-                r.needs_bn, r.sel_info = _selection(r.cfg, x_train, r.plan, epoch, scorer)
+        for r in g.runs:
+            if first.reform_batches and epoch > 0:  # a new batch order every epoch, re-scored below
+                r.plan = make_batch_plan(g.data.x_train.shape[0], r.cfg.batch_size, seed=r.cfg.seed, epoch=epoch)
+            if epoch == 0 or first.reform_batches:  # the selection is made before the steps it governs
+                r.needs_bn, r.sel_info = _selection(r.cfg, g.data.x_train, r.plan, epoch, g.scorer)
             r.loss_sum = 0.0
-        plans = torch.stack([r.plan for r in runs], 1)  # (batches, S, B)
-        needs = torch.from_numpy(np.stack([r.needs_bn for r in runs], 1))  # (batches, S)
-        correct = torch.zeros(n, dtype=torch.long)
-        packed.train()
         t_loop = time.perf_counter()
-        for i in range(n_batches):
-            step = epoch * n_batches + i
-            lr = [lr_at(r.cfg, step, total_steps) for r in runs]  # each seed's schedule, at its own peak
-            idx = plans[i].T  # (B, S): seed s's batch in column s
-            on = needs[i]
-            for m in sel_layers:
-                m.enabled = on
-            out = forward(pack_inputs(x_train[idx]))  # (B, S, classes)
-            yb = y_train[idx]
-            # each seed's mean cross-entropy; their sum gives each seed its own gradient
-            losses = F.cross_entropy(out.transpose(1, 2), yb, reduction="none").mean(0)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            lv, gv = losses.tolist(), seed_grad_norms(params, n).tolist()
-            for k, r in enumerate(runs):
-                if dead[k]:
-                    continue
-                r.log.add(lv[k], gv[k], bool(on[k]), lr[k])
-                if not (math.isfinite(lv[k]) and math.isfinite(gv[k])):
-                    # the single run stops before this step's update: its model is the packed
-                    # seed's as it is now, and its last epoch ends here
-                    r.status, r.diverged_at = "diverged", len(r.log) - 1
-                    unpack(packed, into=[r.model], seeds=[k])
-                    r.epochs.append(_epoch_record(r.model, r.cfg, data, epoch, r.loss_sum, int(correct[k]), i + 1,
-                                                  r.needs_bn if n_bn_layers else None, r.sel_info))
-                    dead[k] = True
-            if bool(dead.all()):
-                break
-            frozen = [(p, dead) for p in params] if bool(dead.any()) else []
-            if identity_layers and 0 < int(on.sum()) < n:
-                frozen += [(p, ~on | dead) for m in identity_layers for p in (m.weight, m.bias)]
-            _step_except(opt, torch.tensor(lr, dtype=torch.float32), frozen, n)
-            correct += (out.argmax(2) == yb).sum(0)
-            for k, r in enumerate(runs):
-                r.loss_sum += lv[k]
-            if any(step + 1 in r.probe.at for r in runs):
-                live = [k for k in range(n) if not dead[k]]
-                unpack(packed, into=[runs[k].model for k in live], seeds=live)
-                for k in live:
-                    runs[k].probe.maybe(step + 1)
-            bar.update(1)
+        correct = _packed_epoch(g, epoch, bar)
         loop_time += time.perf_counter() - t_loop
-        live = [k for k in range(n) if not dead[k]]
-        unpack(packed, into=[runs[k].model for k in live], seeds=live)
+        live = _unpack_live(g)
         for k in live:
-            r = runs[k]
-            r.epochs.append(_epoch_record(r.model, r.cfg, data, epoch, r.loss_sum, int(correct[k]), n_batches,
-                                          r.needs_bn if n_bn_layers else None, r.sel_info))
+            g.runs[k].end_epoch(g.data, epoch, int(correct[k]), g.n_batches, g.n_bn_layers)
         if not live:
             break
     bar.close()
-    records = [finish_record(r.cfg, r.model, data, r.epochs, r.log, n_batches, r.status, r.diverged_at,
-                             r.probe.record(), r.sel_info.get("threshold"), n_bn_layers, t0, loop_time / wanted,
-                             scorer=scorer)
-               for r in runs[:wanted]]
+    records = [finish_record(r.cfg, r.model, g.data, r.epochs, r.log, g.n_batches, r.status, r.diverged_at,
+                             r.probe.record(), r.sel_info.get("threshold"), g.n_bn_layers, t0, loop_time / wanted,
+                             scorer=g.scorer)
+               for r in g.runs[:wanted]]
     for rec in records:  # the group's time, shared by its runs
         rec["wall_time_s"] = (time.perf_counter() - t0) / wanted
     return records
+
+
+def _packed_epoch(g: _Group, epoch: int, bar) -> Tensor:
+    """One pass over the seeds' batch plans, one packed step per batch; returns each seed's correct count
+    (the pass ends early when every seed has diverged)."""
+    plans = torch.stack([r.plan for r in g.runs], 1)  # (batches, S, B)
+    needs = torch.from_numpy(np.stack([r.needs_bn for r in g.runs], 1))  # (batches, S)
+    n = len(g.runs)
+    correct = torch.zeros(n, dtype=torch.long)
+    g.packed.train()
+    for i in range(g.n_batches):
+        step = epoch * g.n_batches + i
+        lr = [lr_at(r.cfg, step, g.total_steps) for r in g.runs]  # each seed's schedule, at its own peak
+        idx = plans[i].T  # (B, S): seed s's batch in column s
+        on = needs[i]  # (S,): whether each seed's batch i is normalised, as decided before training
+        for m in g.sel_layers:
+            m.enabled = on
+        out = g.forward(pack_inputs(g.data.x_train[idx]))  # (B, S, classes)
+        yb = g.data.y_train[idx]
+        # each seed's mean cross-entropy; their sum gives each seed its own gradient
+        losses = F.cross_entropy(out.transpose(1, 2), yb, reduction="none").mean(0)
+        g.opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        lv, gv = losses.tolist(), seed_grad_norms(g.params, n).tolist()
+        _log_step(g, epoch, i, lv, gv, on, lr, correct)
+        if bool(g.dead.all()):
+            break  # every seed's run has ended
+        frozen = [(p, g.dead) for p in g.params] if bool(g.dead.any()) else []
+        if g.identity_layers and 0 < int(on.sum()) < n:  # seeds that skipped an identity layer: no update there
+            frozen += [(p, ~on | g.dead) for m in g.identity_layers for p in (m.weight, m.bias)]
+        _step_except(g.opt, torch.tensor(lr, dtype=torch.float32), frozen, n)
+        correct += (out.argmax(2) == yb).sum(0)
+        for k, r in enumerate(g.runs):
+            r.loss_sum += lv[k]
+        if any(step + 1 in r.probe.at for r in g.runs):  # the probe's checkpoints fall on fixed global steps
+            for k in _unpack_live(g):
+                g.runs[k].probe.maybe(step + 1)
+        bar.update(1)
+    return correct
+
+
+def _log_step(g: _Group, epoch: int, i: int, lv: list, gv: list, on: Tensor, lr: list, correct: Tensor) -> None:
+    """Log step ``i`` of every seed still running; a seed whose loss or gradient norm is not finite ends."""
+    for k, r in enumerate(g.runs):
+        if g.dead[k]:
+            continue
+        r.log.add(lv[k], gv[k], bool(on[k]), lr[k])
+        if not (math.isfinite(lv[k]) and math.isfinite(gv[k])):
+            # the single run stops before this step's update: its model is the packed
+            # seed's as it is now, and its last epoch ends here
+            r.status, r.diverged_at = "diverged", len(r.log) - 1
+            unpack(g.packed, into=[r.model], seeds=[k])
+            r.end_epoch(g.data, epoch, int(correct[k]), i + 1, g.n_bn_layers)
+            g.dead[k] = True
+
+
+def _unpack_live(g: _Group) -> list:
+    """Unpack the seeds still running into their single models; returns their positions."""
+    live = [k for k in range(len(g.runs)) if not g.dead[k]]
+    unpack(g.packed, into=[g.runs[k].model for k in live], seeds=live)
+    return live

@@ -282,6 +282,29 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
     prov = tables.make_provenance(ds.provenance, P.profile, P.sweep, results)
     acc = tables.accuracy_tables(df, methods, treatment="sbn", baselines=[m for m in ("bn", "random", "gn") if m in methods])
     stab = tables.stability_tables(df, methods)
+    verdicts = _verdicts(P, df, acc, stab)
+    convergence = tables.convergence_table(df, methods)
+    files = _write_tables(P, df, prov, acc, stab, verdicts, convergence)
+    inference, collapse = _write_run_tables(P, results, df, prov, files)
+    # the numbers behind the tables, for the advice of `assess` (which reads no rendered table)
+    out = P.out
+    files["evidence"] = evidence.write_evidence(out, report.evidence_record(
+        P.dataset, prov, P.sweep, df.seed.nunique(), verdicts, acc["comparisons"], acc["summary"], acc["frac_normalized"]))
+    acc["comparisons"].to_csv(out / "comparisons_accuracy.csv", index=False)
+    stab["comparisons"].to_csv(out / "comparisons_stability.csv", index=False)
+    df.to_csv(out / "runs.csv", index=False)
+    figs = _write_figures(P, results, df)
+    evidence.write_status(out, "ok", data_status=ds.provenance["status"], training_time_s=round(run_time, 1),
+                        runs=len(results), profile=P.profile,
+                        parameters=P.sweep)
+    return {"accuracy": acc["accuracy"], "convergence": convergence, "stability": stab["verdicts"],
+            "stability_metrics": stab["summary"], "inference": inference, "collapse": collapse,
+            "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}
+
+
+def _verdicts(P: Params, df: pd.DataFrame, acc: dict, stab: dict) -> pd.DataFrame:
+    """The verdict per batch size (C1, C2, the controls); verdicts resting on an unconverged BN
+    baseline are labelled, here and in ``acc["accuracy"]`` (replaced)."""
     c2 = tables.c2_verdicts(df, stab["comparisons"])
     verdicts = pd.DataFrame({"dataset": P.dataset, "batch_size": acc["accuracy"].index,
                              "C1": acc["accuracy"]["C1 vs bn"].values,
@@ -296,7 +319,11 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
     verdicts = tables.label_unconverged(verdicts.set_index("batch_size"), converged, verdict_cols).reset_index()
     verdicts["bn converged"] = [{True: "yes", False: "no", None: "no target"}[converged.get(int(b))]
                                 for b in verdicts.batch_size]
-    convergence = tables.convergence_table(df, methods)
+    return verdicts
+
+
+def _accuracy_notes(P: Params, df: pd.DataFrame) -> str:
+    """The notes under the accuracy table: what a cell is, the rules, divergence, BN's target."""
     diverged = df[df.diverged].groupby("method").size().to_dict()
     notes = (f"Cells: final test accuracy (%) mean ± std over {df.seed.nunique()} paired seeds. "
              "Differences in percentage points with a 95% bootstrap CI; p-values Holm-adjusted across batch sizes. "
@@ -306,10 +333,16 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
               f"short, every verdict reads '{evidence.NOT_CONVERGED}' and is not counted." if target is not None else
               f" {P.dataset} has no BN target, so convergence is judged by the validation gain alone (table convergence).")
     notes += " MDE 80%: the paired difference these seeds would detect with 80% power (Holm's first-step level)."
+    return notes
+
+
+def _write_tables(P: Params, df: pd.DataFrame, prov: dict, acc: dict, stab: dict, verdicts: pd.DataFrame,
+                  convergence: pd.DataFrame) -> dict:
+    """Write the accuracy, convergence, stability and verdict tables; returns their files by name."""
     out = P.out
-    files = {
+    return {
         "accuracy": tables.write_table(acc["accuracy"], out, "accuracy",
-                                       f"{P.dataset}: test accuracy, BN vs selective BN", prov, notes),
+                                       f"{P.dataset}: test accuracy, BN vs selective BN", prov, _accuracy_notes(P, df)),
         "convergence": tables.write_table(
             convergence, out, "convergence", f"{P.dataset}: did every method converge?", prov,
             "Means over the evaluation seeds, each method at its selected learning rate (lr_selection). Training "
@@ -323,6 +356,12 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
                                                 f"{P.dataset}: stability metrics, mean over seeds", prov),
         "verdicts": tables.write_table(verdicts.set_index("batch_size"), out, "verdicts", f"{P.dataset}: verdicts", prov),
     }
+
+
+def _write_run_tables(P: Params, results, df: pd.DataFrame, prov: dict, files: dict):
+    """Write the inference and collapse tables where the runs measured them (their files added to
+    ``files``); returns both tables."""
+    out = P.out
     inference = tables.inference_table(df)
     if len(inference):
         files["inference"] = tables.write_table(
@@ -339,14 +378,13 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
             "that skipped it; training accuracy on the last epoch's batches as trained; final test accuracy. A "
             "training loss that stays high means the network did not fit (optimisation); a low training loss "
             "with a low test accuracy points at inference (the running statistics).")
-    # the numbers behind the tables, for the advice of `assess` (which reads no rendered table)
-    files["evidence"] = evidence.write_evidence(out, report.evidence_record(
-        P.dataset, prov, P.sweep, df.seed.nunique(), verdicts, acc["comparisons"], acc["summary"], acc["frac_normalized"]))
-    acc["comparisons"].to_csv(out / "comparisons_accuracy.csv", index=False)
-    stab["comparisons"].to_csv(out / "comparisons_stability.csv", index=False)
-    df.to_csv(out / "runs.csv", index=False)
-    bs = P.sweep["batch_sizes"]
-    figs = {
+    return inference, collapse
+
+
+def _write_figures(P: Params, results, df: pd.DataFrame) -> dict:
+    """Draw the accuracy, per-seed, learning-curve, loss and stability figures; returns their files by name."""
+    out, methods, bs = P.out, P.sweep["methods"], P.sweep["batch_sizes"]
+    return {
         "accuracy": plot_accuracy_vs_batch(df, methods, out / "accuracy_vs_batch.png",
                                            title=f"{P.dataset}: test accuracy vs batch size (mean, 95% CI)"),
         "seeds": plot_seed_accuracy(df, methods, out / "accuracy_per_seed.png",
@@ -358,9 +396,3 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
         "stability": plot_stability(df, methods, {m: lab for m, (lab, _) in tables.STABILITY_METRICS.items() if m != "spread"},
                                     out / "stability.png", title=f"{P.dataset}: stability metrics (lower = more stable)"),
     }
-    evidence.write_status(out, "ok", data_status=ds.provenance["status"], training_time_s=round(run_time, 1),
-                        runs=len(results), profile=P.profile,
-                        parameters=P.sweep)
-    return {"accuracy": acc["accuracy"], "convergence": convergence, "stability": stab["verdicts"],
-            "stability_metrics": stab["summary"], "inference": inference, "collapse": collapse,
-            "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}

@@ -157,6 +157,13 @@ def paired_comparison(treatment, baseline, n_boot: int = 10000, seed: int = 0,
         return out
 
     out["ci_low"], out["ci_high"] = _bootstrap_ci(d, n_boot, seed, alpha)
+    _paired_tests(t, b, d, out)
+    return out
+
+
+def _paired_tests(t: np.ndarray, b: np.ndarray, d: np.ndarray, out: dict) -> None:
+    """Set ``p_wilcoxon``, ``p_ttest`` and ``effect_size_dz`` of :func:`paired_comparison` in ``out``
+    (at least two pairs; left NaN where undefined)."""
     all_zero = bool(np.all(d == 0))
     scale = max(np.abs(t).max(), np.abs(b).max())
     constant = bool(np.ptp(d) <= _REL_TOL * scale)  # true for all-zero too
@@ -171,7 +178,6 @@ def paired_comparison(treatment, baseline, n_boot: int = 10000, seed: int = 0,
             out["p_ttest"] = float(_st.ttest_rel(t, b, alternative="two-sided").pvalue)
     if not constant:
         out["effect_size_dz"] = float(d.mean() / np.std(d, ddof=1))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -398,13 +398,22 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     root = None if root is None else str(root)
     units = _units(configs, todo)
 
-    def task(unit):
-        return [configs[i] for i in unit], root, [str(paths[i]) for i in unit]
-
     def done(unit, unit_results):
         for i, r in zip(unit, unit_results):
             results[i] = r
         bar.update(len(unit))  # the bar counts runs, a packed group's all at once
+
+    _run_units(units, configs, paths, root, jobs, scheduler, done)
+    bar.close()
+    return results
+
+
+def _run_units(units, configs, paths, root, jobs: int, scheduler, done) -> None:
+    """Run the units of work (:func:`_units`) in this process, in ``jobs`` worker processes or on a
+    Dask cluster, calling ``done(unit, results)`` as each one ends."""
+
+    def task(unit):
+        return [configs[i] for i in unit], root, [str(paths[i]) for i in unit]
 
     if scheduler is not None and units:
         client, owned = dask_client(scheduler)  # first: without dask, the error names the fix
@@ -413,11 +422,11 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
         try:
             futures = {client.submit(_run_unit, *task(u), pure=False): u for u in units}
             for fut in dask_completed(futures):
-                unit = futures[fut]
-                done(unit, fut.result())
-                for i in unit:
+                unit, unit_results = futures[fut], fut.result()
+                done(unit, unit_results)
+                for i, r in zip(unit, unit_results):
                     if not paths[i].exists():  # the worker wrote it on its own disk
-                        atomic_write_json(paths[i], results[i])
+                        atomic_write_json(paths[i], r)
         finally:
             if owned:
                 client.close()
@@ -431,8 +440,6 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
             futures = {pool.submit(_run_unit, *task(u)): u for u in units}
             for fut in as_completed(futures):
                 done(futures[fut], fut.result())
-    bar.close()
-    return results
 
 
 def iter_results(results: Iterable[dict]):
