@@ -19,6 +19,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..batches import make_batch_plan
 from ..checks import is_int
@@ -62,8 +63,6 @@ def assess(
     ``result["batch_sizes"][i]`` holds ``batch_size``, ``n_batches``, ``threshold``,
     ``frac_needs_bn``, summary statistics of the scores and the scores themselves.
     """
-    from tqdm.auto import tqdm
-
     batch_sizes = list(batch_sizes)
     if not batch_sizes:
         raise ValueError("no batch sizes given; pass at least one, e.g. 2 4 8 16 32 64")
@@ -168,7 +167,6 @@ def stream_scores(source, sc, batch_sizes: List[int], scorer="feature_std", seed
     standardised input at once. A fitted scorer is first fitted on the first
     :data:`FIT_ITEMS` items of the permutation (a seeded sample, read at once).
     """
-    from tqdm.auto import tqdm
 
 
     n = sc.n
@@ -235,7 +233,6 @@ def assess_data(data, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, scorer: 
     default, for none: a library call never picks up whatever folder it happens to run in) and, per
     batch size, a ``recommendation`` (:func:`sbnlib.assess.advice.recommend`; "no evidence" without results).
     """
-
     t0 = time.perf_counter()
     batch_sizes = list(batch_sizes)
     if not batch_sizes:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 from ..io import atomic_write_bytes
 from .advice import plural
@@ -19,7 +20,6 @@ from .evidence import DATASET_TITLES, _title, diff_pp
 
 def _batch_axis(ax, sizes):
     """Log-2 x axis with the batch sizes themselves as tick labels."""
-    from matplotlib.ticker import NullLocator
 
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(set(int(b) for b in sizes)))

@@ -4,10 +4,13 @@ per-feature mean and std, accumulated over blocks whose size depends on the item
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .arrays import ArraySource
 from .sources import Source, UserDataError, printable
@@ -75,7 +78,6 @@ def scan(source: Source, skip_bad: bool = False, progress: bool = False) -> Scan
     CSV cell, ragged CSV row) raises :class:`UserDataError` naming it, unless ``skip_bad``: then it
     is left out and counted in ``Scan.skipped``.
     """
-    from tqdm.auto import tqdm
 
     mom = _Moments(source.per_channel)
     ids, by_reason, examples, n_seen = [], {}, [], 0
@@ -130,9 +132,6 @@ def release_free_memory() -> None:
     global _malloc_trim
     if _malloc_trim is None:
         try:
-            import ctypes
-            import ctypes.util
-
             _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _malloc_trim = False

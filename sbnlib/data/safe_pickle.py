@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import _codecs
 import importlib
 import mmap
 import os
@@ -34,7 +35,6 @@ def _numpy_attr(submodule: str, name: str):
 
 
 def _allowed_globals() -> Dict[Tuple[str, str], object]:
-    import _codecs
 
     reconstruct = _numpy_attr("multiarray", "_reconstruct")
     scalar = _numpy_attr("multiarray", "scalar")

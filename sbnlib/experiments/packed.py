@@ -23,6 +23,7 @@ and evaluation, the shift probe and the inference policies run on the unpacked m
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -255,7 +256,6 @@ def pack_size(batch_size: int) -> int:
 
 def _check_group(cfgs: Sequence) -> None:
     """The configurations of one packed group differ in nothing but their seeds and learning rates."""
-    import dataclasses
 
     if not cfgs:
         raise ValueError("train_packed needs at least one configuration")

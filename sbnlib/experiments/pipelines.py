@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import pandas as pd
 
 from ..assess import evidence
@@ -83,7 +84,6 @@ def _check_int_list(name, values, lo=1) -> List[int]:
 @dataclass
 class Params:
     """Validated parameters of one dataset's notebooks (profile values filled in)."""
-
     dataset: str
     profile: str
     sweep: dict
@@ -175,7 +175,6 @@ def load(P: Params, download: bool = False):
 
 def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
     """Score every batch at each batch size; write JSON, CSV and figures; return (result, table)."""
-    import numpy as np
 
 
     if scorer not in SCORERS:
@@ -229,7 +228,6 @@ def tune(P: Params, ds=None, progress: bool = True):
     the next one beyond it is trained and the choice made again (:func:`sbnlib.experiments.sweep.widening_configs`).
     Writes ``lr_selection.csv`` / ``.md``; returns the selection table. No test accuracy is read.
     """
-
     try:
         configs = tuning_configs(P.dataset, P.sweep)
     except ValueError as e:
@@ -263,7 +261,6 @@ def run(P: Params, selection=None, progress: bool = True):
     """Train every run of the sweep that has no result file yet, each method at the learning rate
     ``selection`` chose for it (:func:`tune`; None: the profile's ``lr`` for all); returns
     (results, DataFrame, wall time)."""
-
     t0 = time.perf_counter()
     lr_for = None if selection is None else chosen_learning_rates(selection)
     configs = experiment_configs(P.dataset, P.sweep, lr_for=lr_for)
@@ -276,7 +273,6 @@ def run(P: Params, selection=None, progress: bool = True):
 def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
     """Accuracy table, stability analysis, verdicts, ``evidence.json`` (:func:`sbnlib.experiments.report.evidence_record`)
     and figures; all written under ``P.out``."""
-
     methods = P.sweep["methods"]
     run_time = float(df["wall_time_s"].sum())
     prov = tables.make_provenance(ds.provenance, P.profile, P.sweep, results)

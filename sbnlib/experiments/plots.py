@@ -7,6 +7,12 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.colors import ListedColormap
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from scipy import stats as st
 
 from ..assess.figures import _batch_axis, _dodge, _legend_outside, _save, _zero_line
 
@@ -35,7 +41,6 @@ def _summary(values, how: str = "mean", bounds=(0.0, np.inf)) -> tuple:
     anywhere. The interval is clipped to ``bounds``, the range the quantity can take (accuracy
     0-1, the stability metrics >= 0), so a bar never claims a negative volatility.
     """
-    from scipy import stats as st
 
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -70,7 +75,6 @@ def _diverged_note(batch_sizes, left_out: bool = True) -> str:
 def _log_if_heavy_tailed(ax, span: float = 30.0):
     """Switch the y axis to log scale when what is drawn (bars included) spans more than ``span``x:
     on a linear axis one blown-up configuration would flatten every other line to zero."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     lo, hi = ax.dataLim.y0, ax.dataLim.y1
     if np.isfinite(lo) and np.isfinite(hi) and lo > 0 and hi / lo > span:
@@ -219,8 +223,6 @@ def plot_ablation(df, path=None, title=None):
     heterogeneity-selected batches, the random control at the same rates, and every scorer /
     threshold pair (marker: scorer, colour: threshold strategy). Means and 95% CIs over seeds;
     diverged runs left out and counted in the panel title."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     ok, div = _split_diverged(df)
     sizes = sorted(df.batch_size.unique())
@@ -327,9 +329,6 @@ def plot_verdict_heatmap(verdicts: pd.DataFrame, path=None, title=None):
     rows datasets, columns batch sizes, each cell coloured and labelled by its verdict (blank: not
     measured). ``verdicts``: rows of ``dataset``, ``batch_size`` and one column per claim, as in
     ``outputs/<dataset>/verdicts.csv`` (the summary concatenates them)."""
-    import seaborn as sns
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
 
     claims = [c for c in _CLAIM_TITLES if c in verdicts.columns]
     datasets = list(dict.fromkeys(verdicts["dataset"]))
@@ -361,8 +360,6 @@ def plot_seed_accuracy(df, methods, path=None, title=None):
     """Every seed's final test accuracy, per batch size (x) and method (colour), diverged runs as
     black-edged crosses: is a difference of means carried by every seed or by one or two? ``df``:
     the runs (``method``, ``batch_size``, ``seed``, ``final_test_acc``, ``diverged``)."""
-    import seaborn as sns
-    from matplotlib.lines import Line2D
 
     methods = [m for m in methods if m in set(df.method)]
     order = sorted(df.batch_size.unique())

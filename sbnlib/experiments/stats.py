@@ -34,6 +34,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats as _st
+from scipy.optimize import brentq
 
 __all__ = [
     "VERDICT_RULE",
@@ -195,7 +196,6 @@ def min_detectable_effect(std_diff: float, n: int, alpha: float = 0.05, power: f
     """
     if n < 2 or not (np.isfinite(std_diff) and std_diff > 0):
         return _NAN
-    from scipy.optimize import brentq
 
     df = n - 1
     crit = _st.t.ppf(1 - alpha / 2, df)

@@ -14,10 +14,12 @@ different order with another thread count.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -25,6 +27,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence
+
+import torch
+from tqdm import tqdm
 
 from ..checks import is_int
 from ..io import atomic_write_json, ensure_writable_dir
@@ -217,7 +222,6 @@ def ablation_configs(dataset: str, params: dict, batch_sizes, seeds, scorers, st
     ``threshold="rate"`` at every rate and ``random`` at every rate strictly between 0 and 1 (at 0
     and 1 it makes the same decisions as ``sbn``); all at every batch size and seed, ``sbn`` and
     ``random`` each at the learning rate ``lr_for`` chose for it (see :func:`experiment_configs`)."""
-
     scorers = sorted(SCORERS) if scorers is None else list(scorers)
     bad = [s for s in scorers if s not in SCORERS] + [t for t in strategies if t not in STRATEGIES or t == "rate"]
     if bad:
@@ -270,8 +274,6 @@ def load_result(path, cfg: TrainConfig) -> Optional[dict]:
 @contextmanager
 def _one_thread():
     """Run the body with :data:`THREADS_PER_RUN` torch threads, one run at a time per process."""
-    import torch
-
     with _RUN_LOCK:
         threads = torch.get_num_threads()
         torch.set_num_threads(THREADS_PER_RUN)
@@ -309,7 +311,6 @@ def _units(configs: Sequence[TrainConfig], todo: Sequence[int]) -> List[List[int
     single-engine run alone; packed runs of one configuration (all but the seed and the learning
     rate: the seeds of a learning-rate selection train together) together, at most
     :func:`sbnlib.experiments.packed.pack_size` of them per unit."""
-
     groups: dict = {}
     for i in todo:
         c = configs[i]
@@ -332,9 +333,6 @@ def die_with_parent(parent: Optional[int] = None) -> None:
     """
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import signal
-
     expected = os.getppid() if parent is None else parent
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
@@ -380,7 +378,6 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     :func:`sbnlib.experiments.packed.pack_size` seeds per group (only the seeds whose file is missing), and
     their files are written when their group ends; ``jobs`` then runs that many groups at once.
     """
-    from tqdm import tqdm
 
 
     if not is_int(jobs) or jobs < 1:
@@ -411,7 +408,6 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
 def _run_units(units, configs, paths, root, jobs: int, scheduler, done) -> None:
     """Run the units of work (:func:`_units`) in this process, in ``jobs`` worker processes or on a
     Dask cluster, calling ``done(unit, results)`` as each one ends."""
-
     def task(unit):
         return [configs[i] for i in unit], root, [str(paths[i]) for i in unit]
 
@@ -444,7 +440,6 @@ def _run_units(units, configs, paths, root, jobs: int, scheduler, done) -> None:
 
 def iter_results(results: Iterable[dict]):
     """Rows (dicts) for a DataFrame: config columns plus the run metrics of :mod:`sbnlib.experiments.stats`."""
-
     for r in results:
         c = {**LATER_FIELDS, **r["config"]}  # a stored configuration leaves a later field at its default out
         yield {"dataset": c["dataset"], "method": c["method"], "batch_size": c["batch_size"],

@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..batches import make_batch_plan
 from ..data import load_dataset, validation_split
@@ -194,7 +195,6 @@ def _train_epoch(run: _Run, data: TrainingData, plan: torch.Tensor, needs_bn: np
 
 
 def _progress(cfg: TrainConfig, total: int, enabled: bool):
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, leave=False, unit="step",
                 desc=f"{cfg.dataset} {cfg.method} B={cfg.batch_size} seed={cfg.seed}")
