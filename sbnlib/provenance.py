@@ -66,6 +66,19 @@ def portable(dataset_provenance: dict) -> dict:
     return out
 
 
+def shown_path(path) -> str:
+    """A path as a report shows it: relative to the working directory or to the repository holding
+    this package when it lies inside one of them (so that a committed report names no machine's
+    folders), else as given."""
+    p = Path(str(path)).absolute()
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        try:
+            return str(p.relative_to(base.absolute()))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def versions(*extras: str) -> Dict[str, str]:
     """The versions record (the one place it is built): sbnlib, torch, numpy and python, then each
     installed package of ``extras`` (e.g. ``"scipy", "pandas"`` for the tables). A result record

@@ -1,4 +1,6 @@
 """Report helpers: tables with provenance, C2 rule, REPORT.md with missing datasets."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,8 @@ from sbnlib import provenance
 from sbnlib.assess import evidence
 from sbnlib.experiments import report, tables
 from sbnlib.experiments.records import StepLog
+
+from .conftest import REPO
 
 
 def _runs(shift_acc=0.0, shift_vol=0.0, n_seeds=8):
@@ -257,3 +261,11 @@ def test_convergence_sentences_say_where_bn_fell_short():
     assert lines[0].startswith("- **mnist**: BN fell short of its 98.5% target at B = 2 of 2 batch sizes")
     assert "no BN target" in lines[1]
     assert report.convergence_sentences(v.assign(**{"bn converged": "yes"}))[0].endswith("at every batch size (2).")
+
+
+def test_reports_show_paths_inside_the_repository_relative_and_count_epochs_right():
+    from sbnlib.assess.advice import plural
+    from sbnlib.provenance import shown_path
+    assert shown_path(REPO / "outputs" / "mnist" / "evidence.json") == str(Path("outputs") / "mnist" / "evidence.json")
+    assert shown_path("/nowhere/else/evidence.json") == "/nowhere/else/evidence.json"
+    assert plural(8, "epoch") == "8 epochs" and plural(2, "batch") == "2 batches" and plural(1, "epoch") == "1 epoch"

@@ -12,6 +12,7 @@ from typing import List
 
 import numpy as np
 
+from ..provenance import shown_path
 from .evidence import NOT_CONVERGED, _evidence_at, _title, diff_pp
 
 __all__ = ["diff_pp", "recommend", "add_recommendations", "recommendation_lines", "RECOMMENDATION_RULE"]
@@ -47,7 +48,8 @@ def _join(names: List[str]) -> str:
 def plural(n: int, word: str) -> str:
     """``"1 batch"``, ``"2 batches"``, ``"1,000 epochs"``: a count with its noun in the right number."""
     count = f"{n:,}" if isinstance(n, int) else str(n)  # counts read from a results file may be text
-    return f"{count} {word}" if n == 1 else f"{count} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+    es = word.endswith(("s", "sh", "ch", "x")) and word != "epoch"  # "batches", but "epochs"
+    return f"{count} {word}" if n == 1 else f"{count} {word}{'es' if es else 's'}"
 
 
 #: fewer batches than this: the threshold is fitted on too few scores for the fraction to mean much
@@ -157,7 +159,7 @@ def add_recommendations(result: dict, ev: dict) -> dict:
         prov.append(f"{_title(d)} ({', '.join(x for x in bits if x) or 'provenance not recorded'})")
     result["summary"] = summary
     result["evidence_note"] = (
-        f"Evidence read from {ev['dir']}: " + "; ".join(prov) + "." if ev.get("available") else
+        f"Evidence read from {shown_path(ev['dir'])}: " + "; ".join(prov) + "." if ev.get("available") else
         "Benchmark evidence unavailable: " + (f"no results found in {', '.join(ev['looked_in'])}." if ev.get("looked_in")
                                               else "no results folder was given."))
     if ev.get("not_run"):

@@ -12,6 +12,7 @@ from typing import List
 
 from .. import __version__
 from ..io import atomic_write_bytes
+from ..provenance import shown_path
 from .advice import CONTROLS, RECOMMENDATION_RULE, _diff_range, _join, _pct, _title, add_recommendations
 from .evidence import _evidence_at, benchmark_evidence, diff_pp
 from .figures import plot_benchmark_evidence, plot_frac_needs_bn, plot_score_histograms
@@ -216,7 +217,8 @@ def _evidence_section(result: dict) -> List[str]:
                           _num(diff_pp(r), "{:+.2f}"), _ci((r.get("ci_pp") or {}).get("bn")),
                           _num(r.get("frac_normalized"), "{:.1%}")]
                          for r in ev["rows"] if r["batch_size"] in sizes]))
-        p.append("<p class='muted'>Read from: " + ", ".join(f"<code>{e(f)}</code>" for f in ev.get("files", [])) + "</p>")
+        files = ", ".join(f"<code>{e(shown_path(f))}</code>" for f in ev.get("files", []))
+        p.append(f"<p class='muted'>Read from: {files}</p>")
     if ev.get("problems"):
         p.append("<p class='muted'>Problems reading the evidence: " + e("; ".join(ev["problems"])) + "</p>")
     return p
