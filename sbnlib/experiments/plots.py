@@ -158,13 +158,8 @@ def plot_learning_curves(results, methods, path=None, title=None):
             ax.plot(np.arange(1, med.size + 1), med, marker=".", color=cmap(k / max(1, len(sizes) - 1)), label=f"B={b}")
         ax.set_title(m + _diverged_note([r["config"]["batch_size"] for r in results
                                          if r["config"]["method"] == m and r["status"] == "diverged"]), fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title or "Validation accuracy per epoch (median over seeds)")
-    fig.tight_layout()
-    _legend_outside(fig, axes, title="batch size")
-    return _save(fig, path)
+        _label_panel(ax, "epoch", "validation accuracy (%)")
+    return _finish(fig, axes, title or "Validation accuracy per epoch (median over seeds)", "batch size", path)
 
 
 def plot_loss_curves(results, batch_sizes, methods, path=None, title=None):
@@ -184,13 +179,23 @@ def plot_loss_curves(results, batch_sizes, methods, path=None, title=None):
             label = m + _diverged_note([b for r in mine if r["status"] == "diverged"])
             ax.plot(np.asarray(runs[0]["at"][:length]) + 1, np.nanmedian(stack, axis=0), label=label, color=_color(m), lw=1.2)
         ax.set_title(f"batch size {b}", fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss (chunk mean, log)")
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title or "Training loss (median over seeds)")
+        _label_panel(ax, "step", "training loss (chunk mean, log)")
+    return _finish(fig, axes, title or "Training loss (median over seeds)", "method", path)
+
+
+def _label_panel(ax, xlabel: str, ylabel: str) -> None:
+    """Axis labels on every panel, and a light grid."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _finish(fig, axes, title: str, legend_title: str, path):
+    """The figure's title, a legend outside the panels, and the file (or the figure when no path)."""
+    fig.suptitle(title)
     fig.tight_layout()
-    _legend_outside(fig, axes, title="method")
+    _legend_outside(fig, axes, title=legend_title)
     return _save(fig, path)
 
 
