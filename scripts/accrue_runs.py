@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sbnlib import experiment as ex  # noqa: E402
+from sbnlib.experiments import pipelines as ex  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,10 @@
 """Project files agree with each other."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -64,3 +67,12 @@ print("ok", int(needs.sum()))
 
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["scripts/accrue_runs.py", "scripts/check_numbers_unchanged.py", "scripts/pilot_regime.py",
+                                    "bench/bench_suite.py", "bench/bench_core.py", "bench/bench_assess_memory.py"])
+def test_every_script_imports_and_answers_help(script):
+    # a moved module breaks a script only when it runs: --help imports everything the script needs
+    p = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "usage:" in p.stdout
