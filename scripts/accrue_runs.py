@@ -1,6 +1,12 @@
 """Train a profile's runs (learning-rate selection, then the evaluation sweep) without writing any table.
 
     python scripts/accrue_runs.py --profile cpu --datasets mnist fashion_mnist --data-root ../shared/data --jobs 2
+    python scripts/accrue_runs.py --profile cpu --datasets fashion_mnist --readings-only --data-root ../shared/data
+
+``--readings`` adds, after a dataset's evaluation sweep, the runs of its readings of the paper
+(``sbnlib.experiments.readings``: every reading and its random control at the batch sizes and seeds
+of the profile's PLAN, at the learning rates the selection chose); ``--readings-only`` trains those
+alone (the selection must be complete: it is read from the tuning runs, or trained first).
 
 For a rerun that spans several sittings: the result files accrue under outputs/<dataset>/tuning/ and
 runs/ (each written when its run ends, so an interruption loses only the runs in flight) and can be
@@ -16,6 +22,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbnlib.experiments import pipelines as ex  # noqa: E402
+from sbnlib.experiments import readings as rd  # noqa: E402
+from sbnlib.experiments.stats import chosen_learning_rates  # noqa: E402
+from sbnlib.experiments.sweep import run_configs  # noqa: E402
+
+
+def train_readings(P, selection) -> None:
+    """Train the readings runs of ``P``'s dataset that have no result file yet (no table written)."""
+    plan = rd.PLAN[P.profile]
+    configs = rd.readings_configs(P.dataset, P.sweep, plan["batch_sizes"], plan["seeds"],
+                                  chosen_learning_rates(selection))
+    run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=True,
+                desc=f"{P.dataset} readings ({len(configs)} runs)", scheduler=P.scheduler)
 
 
 def main(argv=None) -> int:
@@ -24,13 +42,20 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist", "cifar10", "mnist_fmnist_mix"])
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--tune-only", action="store_true", help="only the learning-rate selection runs")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--tune-only", action="store_true", help="only the learning-rate selection runs")
+    which.add_argument("--readings", action="store_true",
+                       help="also the readings runs, after each dataset's evaluation sweep")
+    which.add_argument("--readings-only", action="store_true",
+                       help="only the readings runs (and the selection they need, if not yet trained)")
     a = ap.parse_args(argv)
     for d in a.datasets:
         P = ex.resolve_params(d, a.profile, data_root=a.data_root, jobs=a.jobs)
         selection = ex.tune(P)  # no dataset given: trains and selects, writes no table
-        if not a.tune_only:
+        if not (a.tune_only or a.readings_only):
             ex.run(P, selection)
+        if a.readings or a.readings_only:
+            train_readings(P, selection)
     return 0
 
 
