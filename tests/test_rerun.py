@@ -32,10 +32,23 @@ def test_a_cached_rerun_rewrites_nothing(tmp_path, monkeypatch):
     assert "toy_rerun/accuracy.csv" in first and "REPORT.md" in first and "toy_rerun/lr_selection.md" in first
     assert not any(b"/tmp" in v or str(tmp_path).encode() in v for k, v in first.items() if not k.endswith(".png"))
     _check_evidence(tmp_path, "toy_rerun")
+    _check_cost(tmp_path, "toy_rerun")
     experiment()
     second = _snapshot(tmp_path)
     changed = sorted(k for k in first if first[k] != second.get(k))
     assert set(first) == set(second) and not changed, changed
+
+
+def _check_cost(root, dataset):
+    """REPORT.md's cost table counts every result file of the selection and the sweep, and their recorded times."""
+    recorded = {kind: [json.loads(p.read_text())["wall_time_s"] for p in (root / dataset / kind).glob("*.json")]
+                for kind in ("tuning", "runs")}
+    cost = studies._cost_table(root, [dataset]).iloc[0]
+    assert cost["selection runs"] == len(recorded["tuning"]) > 0 and cost["evaluation runs"] == len(recorded["runs"]) > 0
+    # in seconds: the selection's times are summed per (method, batch size, rate) row, rounded to 0.1 s
+    assert 3600 * cost["selection (h)"] == pytest.approx(sum(recorded["tuning"]), abs=0.05 * len(recorded["tuning"]))
+    assert 3600 * cost["evaluation (h)"] == pytest.approx(sum(recorded["runs"]), abs=0.05)
+    assert "## What the committed runs cost" in (root / "REPORT.md").read_text()
 
 
 def _check_evidence(root, dataset):

@@ -397,18 +397,22 @@ def select_learning_rates(df: pd.DataFrame) -> pd.DataFrame:
     mean and sample std of the validation accuracy over the tuning seeds (a diverged run counts as
     recorded; a missing value as 0). The chosen ``lr`` has the highest mean (ties: the smaller
     ``lr``). ``edge`` says whether the chosen value is the grid's ``"low"`` or ``"high"`` end (then
-    the grid should widen), else ``""``. No test accuracy is read.
+    the grid should widen), else ``""``. ``train_time_s``: the runs' summed ``wall_time_s`` (where
+    recorded), what the selection cost. No test accuracy is read.
     """
     need = {"method", "batch_size", "lr", "seed", "final_val_acc"}
     if need - set(df.columns):
         raise ValueError(f"tuning runs lack column(s) {sorted(need - set(df.columns))}")
     d = df.assign(final_val_acc=df["final_val_acc"].astype(float).fillna(0.0))
-    t = (d.groupby(["method", "batch_size", "lr"])
-         .agg(val_acc_mean=("final_val_acc", "mean"), val_acc_std=("final_val_acc", "std"),
-              n_seeds=("seed", "nunique"), n_diverged=("diverged", "sum") if "diverged" in d else ("seed", "size"))
-         .reset_index())
+    aggs = dict(val_acc_mean=("final_val_acc", "mean"), val_acc_std=("final_val_acc", "std"),
+                n_seeds=("seed", "nunique"), n_diverged=("diverged", "sum") if "diverged" in d else ("seed", "size"))
+    if "wall_time_s" in d:
+        aggs["train_time_s"] = ("wall_time_s", "sum")
+    t = d.groupby(["method", "batch_size", "lr"]).agg(**aggs).reset_index()
     if "diverged" not in d:
         t["n_diverged"] = 0
+    if "train_time_s" in t:
+        t["train_time_s"] = t["train_time_s"].round(1)
     t["chosen"], t["edge"] = False, ""
     for (_, _), g in t.groupby(["method", "batch_size"]):
         best = g.sort_values(["val_acc_mean", "lr"], ascending=[False, True]).index[0]

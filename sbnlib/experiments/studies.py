@@ -54,6 +54,10 @@ def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.s
                                                                   index_col=[0, 1]), d)]
     if readings:
         sections.append("\n".join(["## Every reading of the paper", "", READINGS_NOTE, "", *readings]))
+    cost = _cost_table(out, ran)
+    if len(cost):
+        sections.append("\n".join(["## What the committed runs cost", "", COST_NOTE, "",
+                                    tables.markdown_table(cost.round(2), index=False)]))
     bar.update(1)
     path = report.write_report(out, datasets, verdicts, figs, prov, sections)
     bar.update(1)
@@ -70,6 +74,26 @@ def _collect_verdicts(out, ran) -> pd.DataFrame:
             frames.append(f[["dataset", "batch_size", "C1", "C2"] + [c for c in f.columns if c.startswith("sbn vs ")]
                             + [c for c in ("bn converged",) if c in f.columns]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
+
+
+def _cost_table(out, ran) -> pd.DataFrame:
+    """Per dataset, the runs behind its tables and their training time in single-thread hours: the
+    learning-rate selection (``lr_selection.csv``: runs and summed ``train_time_s``) and the
+    evaluation sweep (``status.json``: ``runs`` and ``training_time_s``); a total row."""
+    rows = []
+    for d in ran:
+        sel_path, status = out / d / "lr_selection.csv", evidence.read_status(out / d)
+        sel = pd.read_csv(sel_path, comment="#") if sel_path.exists() else pd.DataFrame()
+        tune_s = float(sel["train_time_s"].sum()) if "train_time_s" in sel else float("nan")
+        eval_s = float(status.get("training_time_s", float("nan")))
+        rows.append({"dataset": d, "selection runs": int(sel["n_seeds"].sum()) if "n_seeds" in sel else 0,
+                     "selection (h)": tune_s / 3600, "evaluation runs": int(status.get("runs", 0)),
+                     "evaluation (h)": eval_s / 3600, "total (h)": (tune_s + eval_s) / 3600})
+    cost = pd.DataFrame(rows)
+    if len(cost) > 1:
+        cost = pd.concat([cost, cost.drop(columns="dataset").sum(min_count=1).to_frame().T.assign(dataset="all")],
+                         ignore_index=True)
+    return cost
 
 
 def _summary_figures(out, ran, verdicts, prov):
@@ -108,6 +132,14 @@ COLLAPSE_NOTE = (
     "weights must serve a normalised and an unnormalised network), not from inference with running "
     "statistics gathered on part of the batches. `random` skips as many batches chosen at random; "
     "`sbn_frozen` normalises skipped batches with the running statistics instead of passing them through.")
+
+
+COST_NOTE = (
+    "Training time of the runs behind each dataset's tables, in single-thread hours: the sum of the times recorded "
+    "in the result files (each run trains on one thread; a packed group's time is shared among its runs). "
+    "Selection: the learning-rate selection on the validation split (`lr_selection`); evaluation: the sweep "
+    "behind the verdicts. `--jobs N` trains N runs at once, so on N free cores the wall time can approach this "
+    "divided by N. Readings and the ablation come on top.")
 
 
 READINGS_NOTE = (
