@@ -40,10 +40,10 @@ TIMING = ("wall_time_s", "loop_time_s", "produced", "versions")
 
 def hashes():
     for profile in ("smoke", "cpu"):
-        params = profile_params(profile)
         abl = ABLATION[profile]
         plan = readings.PLAN[profile]
         for d in DATASETS:
+            params = profile_params(profile, d)
             groups = {
                 "tuning": tuning_configs(d, params),
                 "experiment": experiment_configs(d, params),

@@ -12,11 +12,13 @@ from scipy import stats as st
 
 from sbnlib.assess import evidence
 from sbnlib.data import validation_split
+from sbnlib.experiments import pipelines as ex
 from sbnlib.experiments import probes, records, tables
 from sbnlib.experiments.config import SCHEMA_VERSION, TrainConfig, lr_at
 from sbnlib.experiments.records import StepLog
 from sbnlib.experiments.stats import chosen_learning_rates, min_detectable_effect, select_learning_rates
 from sbnlib.experiments.sweep import (
+    DATASET_PARAMS,
     PROFILES,
     experiment_configs,
     load_result,
@@ -169,6 +171,18 @@ def test_cpu_profile_uses_the_recipe():
         p = PROFILES[name]
         assert p["schedule"] == "warmup_cosine" and p["nesterov"] and p["val_frac"] > 0, name
     assert PROFILES["cpu"]["epochs"] >= 3 and set(PROFILES["cpu"]["methods"]) == set(PROFILES["quick"]["methods"])
+
+
+def test_a_dataset_can_replace_its_profiles_parameters(monkeypatch, tmp_path):
+    monkeypatch.setitem(DATASET_PARAMS, "smoke", {"cifar10": {"epochs": 3}})
+    assert profile_params("smoke", "cifar10")["epochs"] == 3
+    assert profile_params("smoke", "mnist")["epochs"] == profile_params("smoke")["epochs"] == PROFILES["smoke"]["epochs"]
+    assert profile_params("smoke", "cifar10", epochs=2)["epochs"] == 2  # the caller's override wins
+    assert ex.resolve_params("cifar10", "smoke", output_dir=str(tmp_path)).sweep["epochs"] == 3
+    assert ex.resolve_params("mnist", "smoke", output_dir=str(tmp_path)).sweep["epochs"] == PROFILES["smoke"]["epochs"]
+    for profile, datasets in DATASET_PARAMS.items():  # the real entries name known profiles and parameters
+        for params in datasets.values():
+            assert profile in PROFILES and set(params) <= set(PROFILES[profile]), (profile, params)
 
 
 def test_min_detectable_effect_has_the_stated_power():

@@ -134,7 +134,7 @@ def resolve_params(dataset="mnist", profile="cpu", batch_sizes=None, seeds=None,
     if not is_int(jobs) or jobs < 1:
         raise ParameterError(f"jobs must be an integer >= 1, got {jobs!r}")
     try:
-        sweep = profile_params(profile, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,
+        sweep = profile_params(profile, dataset, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,
                                methods=methods, n_train=n_train, n_test=n_test)
     except ValueError as e:
         raise ParameterError(str(e)) from None
