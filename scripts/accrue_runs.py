@@ -29,7 +29,7 @@ from sbnlib.experiments.sweep import run_configs  # noqa: E402
 
 def train_readings(P, selection) -> None:
     """Train the readings runs of ``P``'s dataset that have no result file yet (no table written)."""
-    plan = rd.PLAN[P.profile]
+    plan = rd.plan_for(P.profile, P.sweep)
     configs = rd.readings_configs(P.dataset, P.sweep, plan["batch_sizes"], plan["seeds"],
                                   chosen_learning_rates(selection))
     run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=True,

@@ -192,6 +192,12 @@ def test_registry_holds_the_readings_of_the_issue():
         assert METHODS[r.control].selection == "random" and METHODS[r.control].norm == METHODS[r.method].norm
 
 
+def test_the_plan_keeps_only_the_batch_sizes_a_dataset_trains():
+    # a dataset that trains fewer batch sizes (DATASET_PARAMS) has no learning rate at the others
+    assert rd.plan_for("cpu", {"batch_sizes": [4, 8, 32, 128]}) == {"batch_sizes": [4, 8, 128], "seeds": 8}
+    assert rd.plan_for("cpu", {"batch_sizes": [2, 4, 8, 32, 128]}) == rd.PLAN["cpu"]
+
+
 PARAMS = dict(epochs=1, n_train=200, scorer="feature_std", threshold="mean", val_frac=0.1, lr=0.01)
 
 

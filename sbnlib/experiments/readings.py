@@ -25,8 +25,8 @@ from .config import TrainConfig, config_hash
 from .sweep import experiment_configs
 from .tables import accuracy_tables
 
-__all__ = ["Reading", "READINGS", "PLAN", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM", "base_fields",
-           "readings_configs", "readings_table"]
+__all__ = ["Reading", "READINGS", "PLAN", "plan_for", "DEFAULT_READING", "BEST_SCORER", "READING_FIELDS", "LR_FROM",
+           "base_fields", "readings_configs", "readings_table"]
 
 # the scorer that ranks truly mixed batches above pure ones best, at every batch size
 # (feasibility_auroc on mnist_fmnist_mix: AUROC 0.98 at B=8 and 1.00 at B=32, feature_std 0.67 and 0.62)
@@ -73,6 +73,17 @@ PLAN = {
     "cpu": dict(batch_sizes=[2, 4, 8, 128], seeds=8),
     "paper": dict(batch_sizes=[2, 4, 8, 128], seeds=10),
 }
+
+
+
+def plan_for(profile: str, sweep: dict) -> dict:
+    """The :data:`PLAN` of ``profile`` for a dataset whose sweep is ``sweep``: its batch sizes that the
+    sweep has (a dataset may train fewer: ``sbnlib.experiments.sweep.DATASET_PARAMS``), its seeds."""
+    plan = dict(PLAN.get(profile, {}))
+    if "batch_sizes" in plan:
+        plan["batch_sizes"] = [b for b in plan["batch_sizes"] if b in sweep["batch_sizes"]]
+    return plan
+
 
 # a method without a learning rate of its own takes the one selected for this one (same batch size)
 LR_FROM = {"sbn_inverse": "sbn", "random_frozen": "random"}

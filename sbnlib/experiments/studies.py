@@ -234,7 +234,7 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     """
 
     names = rd.READINGS if names is None else _split(names)
-    plan = rd.PLAN.get(P.profile, {})
+    plan = rd.plan_for(P.profile, P.sweep)
     bs = _check_int_list("batch_sizes", plan.get("batch_sizes") if batch_sizes is None else batch_sizes)
     seeds = plan.get("seeds") if seeds is None else seeds
     if lr_for is None:
