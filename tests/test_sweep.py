@@ -7,6 +7,7 @@ import pytest
 from sbnlib.experiments.config import SCHEMA_VERSION
 from sbnlib.experiments.sweep import (
     ABLATION,
+    DATASET_PARAMS,
     PROFILES,
     experiment_configs,
     iter_results,
@@ -34,8 +35,9 @@ def test_profiles_cover_what_the_suite_promises():
     # the smallest exact two-sided Wilcoxon p (2/2^n), Holm-adjusted over the batch sizes, must be
     # able to fall below 0.05, or no verdict could ever be "supported" or "contradicted"
     for name in ("cpu", "paper"):
-        prof = PROFILES[name]
-        assert prof["seeds"] >= 8 and len(prof["batch_sizes"]) * 2 / 2 ** prof["seeds"] < 0.05, name
+        for dataset in [None, *DATASET_PARAMS.get(name, {})]:  # and where a dataset has its own parameters
+            prof = profile_params(name, dataset)
+            assert prof["seeds"] >= 8 and len(prof["batch_sizes"]) * 2 / 2 ** prof["seeds"] < 0.05, (name, dataset)
     for name in PROFILES:  # issue 4: sbn against bn and every control, in every profile
         assert set(PROFILES[name]["methods"]) == {"none", "bn", "sbn", "sbn_frozen", "random", "gn"}, name
     assert PROFILES["paper"]["n_train"] is None  # full training sets

@@ -87,9 +87,10 @@ PROFILES = {
     # the committed results (README: measured wall time). 8 seeds over 5 batch sizes: the smallest
     # exact two-sided Wilcoxon p is 2/2^8 and Holm multiplies it by up to 5 (0.039 < 0.05).
     # 10,000 training images (1,000 of them for validation) and 8 epochs, from the pilot curves
-    # (scripts/pilot_regime.py, outputs/pilot/curves.md): BN on MNIST plateaus there; on
-    # Fashion-MNIST and the CIFAR-10 copy it was still climbing at small batch sizes at the pilot's
-    # learning rate, so their convergence tables decide whether those datasets need more epochs.
+    # (scripts/pilot_regime.py, outputs/pilot/curves.md): BN on MNIST plateaus there. On
+    # Fashion-MNIST, 12 and 16 epochs add a few tenths of a point at twice the cost and the last
+    # epochs of the cosine decay still gain 1-2 points (curves_e12_*, curves_e16_*), so it keeps 8;
+    # the CIFAR-10 copy gets its own (DATASET_PARAMS).
     "cpu": dict(RECIPE, batch_sizes=[2, 4, 8, 32, 128], seeds=8, epochs=8, n_train=10000, n_test=None,
                 methods=ALL_METHODS),
     # full training sets, a larger CNN, more epochs: for a GPU or a long run
@@ -100,7 +101,13 @@ PROFILES = {
 
 # Where one profile's recipe does not bring BN to its plateau on every dataset: per profile and
 # dataset, the parameters that replace the profile's (a caller's explicit override still wins).
-DATASET_PARAMS: dict = {}
+# cpu, CIFAR-10 copy: at 8 epochs BN is far from fitted (pilot, outputs/pilot/curves.md: training
+# accuracy about 0.6-0.7), at 16 it reaches its 60% target at B >= 4 (curves_e16_*) and 32 epochs
+# end at the same validation accuracy at B = 8 and 128 (curves_e32_*); at B=2 it stays below the
+# target even at 32 epochs: BN's small-batch weakness, not a short run, so
+# B=2 would give only "baseline not converged" verdicts there and is left out for its cost (it is
+# the most expensive batch size); Holm over 4 batch sizes still reaches 4 x 2/2^8 = 0.031 < 0.05.
+DATASET_PARAMS: dict = {"cpu": {"cifar10": dict(epochs=16, batch_sizes=[4, 8, 32, 128])}}
 
 
 def profile_params(profile: str, dataset: Optional[str] = None, **overrides) -> dict:
