@@ -261,6 +261,13 @@ def test_convergence_sentences_say_where_bn_fell_short():
     assert lines[0].startswith("- **mnist**: BN fell short of its 98.5% target at B = 2 of 2 batch sizes")
     assert "no BN target" in lines[1]
     assert report.convergence_sentences(v.assign(**{"bn converged": "yes"}))[0].endswith("at every batch size (2).")
+    # with the run rows, a shortfall says how far BN got there and elsewhere, and whether it was still learning
+    runs = pd.DataFrame({"method": ["bn"] * 4 + ["sbn"], "batch_size": [2, 2, 8, 8, 2], "seed": [0, 1, 0, 1, 0],
+                         "final_test_acc": [0.97, 0.98, 0.99, 0.995, 0.5], "final_train_acc": [0.99, 1.0, 1.0, 1.0, 0.5],
+                         "val_gain_last2": [0.01, 0.02, 0.0, 0.0, 0.3]})
+    line = report.convergence_sentences(v, {"mnist": runs})[0]
+    assert line.endswith("BN (mean over seeds) at B=2: test 97.50%, training 99.5%, validation gain over the last "
+                         "two epochs +1.50 pp; at the other batch sizes test 99.25%.")
 
 
 def test_reports_show_paths_inside_the_repository_relative_and_count_epochs_right():

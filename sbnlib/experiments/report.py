@@ -6,7 +6,7 @@ Everything written here is computed from result records; nothing is typed in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,23 +84,40 @@ def verdict_sentences(verdicts: pd.DataFrame) -> List[str]:
     return lines
 
 
-def convergence_sentences(verdicts: pd.DataFrame) -> List[str]:
+def convergence_sentences(verdicts: pd.DataFrame, runs: Optional[Mapping[str, pd.DataFrame]] = None) -> List[str]:
     """Per dataset: did BN reach its target (:data:`BN_TARGETS`) at every batch size? (the verdict
-    table's ``bn converged`` column)."""
+    table's ``bn converged`` column). With the dataset's run rows (``runs``, as ``runs.csv``), a
+    shortfall also says how far BN got there and elsewhere, its training accuracy and its last
+    validation gain: whether BN was still learning, or stopped below the target at that batch size."""
     if "bn converged" not in verdicts:
         return []
     lines = []
     for d, grp in verdicts.groupby("dataset", sort=False):
-        short = [str(b) for b, c in zip(grp.batch_size, grp["bn converged"]) if c == "no"]
+        short = [int(b) for b, c in zip(grp.batch_size, grp["bn converged"]) if c == "no"]
         target = BN_TARGETS.get(d)
         if target is None:
             lines.append(f"- **{d}**: no BN target is set; see its convergence table for the validation gain.")
         elif short:
-            lines.append(f"- **{d}**: BN fell short of its {100 * target:.1f}% target at B = {', '.join(short)} of "
-                         f"{len(grp)} batch sizes; every verdict there reads *{NOT_CONVERGED}* and is not counted.")
+            lines.append(f"- **{d}**: BN fell short of its {100 * target:.1f}% target at B = "
+                         f"{', '.join(map(str, short))} of {len(grp)} batch sizes; every verdict there reads "
+                         f"*{NOT_CONVERGED}* and is not counted." + _shortfall(runs, d, short))
         else:
             lines.append(f"- **{d}**: BN reached its {100 * target:.1f}% target at every batch size ({len(grp)}).")
     return lines
+
+
+def _shortfall(runs: Optional[Mapping[str, pd.DataFrame]], dataset: str, short: Sequence[int]) -> str:
+    """`` BN there: ...`` from the dataset's ``bn`` rows (means over seeds), or "" without them."""
+    df = None if runs is None else runs.get(dataset)
+    if df is None or "method" not in df:
+        return ""
+    bn = df[df.method == "bn"].groupby("batch_size")[["final_test_acc", "final_train_acc", "val_gain_last2"]].mean()
+    parts = [f"B={b}: test {100 * bn.final_test_acc[b]:.2f}%, training {100 * bn.final_train_acc[b]:.1f}%, "
+             f"validation gain over the last two epochs {100 * bn.val_gain_last2[b]:+.2f} pp" for b in short if b in bn.index]
+    rest = bn.drop(index=[b for b in short if b in bn.index]).final_test_acc
+    span = sorted({f"{100 * rest.min():.2f}", f"{100 * rest.max():.2f}"}, key=float) if len(rest) else []
+    other = f"; at the other batch sizes test {'-'.join(span)}%" if span else ""
+    return f" BN (mean over seeds) at {'; '.join(parts)}{other}." if parts else ""
 
 
 def readings_sentences(table: pd.DataFrame, dataset: str) -> List[str]:
@@ -171,7 +188,8 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
     parts += ["", "## Verdicts", "", C1_RULE, "", C2_RULE, ""]
     parts += [markdown_table(verdicts, index=False) if len(verdicts) else "_No dataset produced results._", ""]
     parts += verdict_sentences(verdicts) + [""]
-    converged = convergence_sentences(verdicts)
+    runs = {d: pd.read_csv(root / d / "runs.csv") for d in datasets if (root / d / "runs.csv").is_file()}
+    converged = convergence_sentences(verdicts, runs)
     if converged:
         parts += ["### Did the BN baseline converge?", "", *converged, ""]
     for block in sections:
