@@ -24,13 +24,15 @@ from .sweep import ABLATION, ablation_configs, iter_results, run_configs
 def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.sh passes the profile's folder
     """Collect every dataset's verdicts; write REPORT.md.
 
-    ``datasets`` and after them every other dataset with results in ``output_dir`` (a
-    ``status.json``): a run of some datasets does not drop the others from the report.
+    ``datasets`` and every other dataset with results in ``output_dir`` (a ``status.json``), in the
+    registry's order: a run of some datasets does not drop the others from the report.
     Returns ``(verdicts, statuses, report_path, extra)``; ``extra["sanity"]`` is the BN-vs-GroupNorm
     table and ``extra["collapse"]`` the collapse diagnosis in words. ``progress``: a bar over the
     stages (verdicts, figures, diagnoses, report) on stderr, which ``run_all.sh`` shows."""
     out = _repo_path(output_dir)
-    datasets = list(datasets) + [d for d in dataset_names() if d not in datasets and (out / d / "status.json").is_file()]
+    known = dataset_names()  # the registry's order, whichever datasets this run rendered: the same report every time
+    datasets = [d for d in known if d in datasets or (out / d / "status.json").is_file()] + \
+        [d for d in datasets if d not in known]
     bar = tqdm(total=4, desc="summary", unit="stage", disable=not progress, file=sys.stdout)
     statuses = {d: evidence.read_status(out / d) for d in datasets}
     ran = [d for d in datasets if statuses[d]["status"] == "ok"]  # the datasets whose tables may be read
