@@ -75,7 +75,6 @@ PLAN = {
 }
 
 
-
 def plan_for(profile: str, sweep: dict) -> dict:
     """The :data:`PLAN` of ``profile`` for a dataset whose sweep is ``sweep``: its batch sizes that the
     sweep has (a dataset may train fewer: ``sbnlib.experiments.sweep.DATASET_PARAMS``), its seeds."""

@@ -112,9 +112,10 @@ def _shortfall(runs: Optional[Mapping[str, pd.DataFrame]], dataset: str, short: 
     if df is None or "method" not in df:
         return ""
     bn = df[df.method == "bn"].groupby("batch_size")[["final_test_acc", "final_train_acc", "val_gain_last2"]].mean()
+    short = [b for b in short if b in bn.index]
     parts = [f"B={b}: test {100 * bn.final_test_acc[b]:.2f}%, training {100 * bn.final_train_acc[b]:.1f}%, "
-             f"validation gain over the last two epochs {100 * bn.val_gain_last2[b]:+.2f} pp" for b in short if b in bn.index]
-    rest = bn.drop(index=[b for b in short if b in bn.index]).final_test_acc
+             f"validation gain over the last two epochs {100 * bn.val_gain_last2[b]:+.2f} pp" for b in short]
+    rest = bn.drop(index=short).final_test_acc
     span = sorted({f"{100 * rest.min():.2f}", f"{100 * rest.max():.2f}"}, key=float) if len(rest) else []
     other = f"; at the other batch sizes test {'-'.join(span)}%" if span else ""
     return f" BN (mean over seeds) at {'; '.join(parts)}{other}." if parts else ""
@@ -174,7 +175,7 @@ def evidence_record(dataset: str, provenance: dict, params: dict, seeds: int, ve
 
 
 def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, figures: List[str],
-                 provenance: dict, sections: Sequence[str] = ()) -> Path:
+                 provenance: dict, sections: Sequence[str] = (), runs: Optional[Mapping[str, pd.DataFrame]] = None) -> Path:
     """``REPORT.md``: status of every dataset, the verdicts, ``sections`` (Markdown blocks, e.g. the
     sanity reference), each dataset's tables and figures."""
     root = Path(output_root)
@@ -188,7 +189,8 @@ def write_report(output_root, datasets: Sequence[str], verdicts: pd.DataFrame, f
     parts += ["", "## Verdicts", "", C1_RULE, "", C2_RULE, ""]
     parts += [markdown_table(verdicts, index=False) if len(verdicts) else "_No dataset produced results._", ""]
     parts += verdict_sentences(verdicts) + [""]
-    runs = {d: pd.read_csv(root / d / "runs.csv") for d in datasets if (root / d / "runs.csv").is_file()}
+    if runs is None:  # the datasets' run rows, unless the caller has read them already
+        runs = {d: pd.read_csv(root / d / "runs.csv") for d in datasets if (root / d / "runs.csv").is_file()}
     converged = convergence_sentences(verdicts, runs)
     if converged:
         parts += ["### Did the BN baseline converge?", "", *converged, ""]

@@ -37,6 +37,7 @@ def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.s
     statuses = {d: evidence.read_status(out / d) for d in datasets}
     ran = [d for d in datasets if statuses[d]["status"] == "ok"]  # the datasets whose tables may be read
     verdicts = _collect_verdicts(out, ran)
+    runs = {d: pd.read_csv(out / d / "runs.csv") for d in ran if (out / d / "runs.csv").exists()}  # read once
     prov = {"profiles": ", ".join(sorted({str(statuses[d].get("profile")) for d in ran})) or "none",
             **{f"{d} parameters": json.dumps(statuses[d].get("parameters"), sort_keys=True) for d in ran},
             **{f"{d} training time (s, sum over runs)": statuses[d].get("training_time_s") for d in ran},
@@ -44,7 +45,7 @@ def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.s
     bar.update(1)
     figs, sections, sanity = [], [], pd.DataFrame()
     if len(verdicts):
-        figs, sections, sanity = _summary_figures(out, ran, verdicts, prov)
+        figs, sections, sanity = _summary_figures(out, ran, verdicts, prov, runs)
     bar.update(1)
     collapse = [line for d in ran if (out / d / "collapse.csv").exists()
                 for line in report.collapse_sentences(pd.read_csv(out / d / "collapse.csv", comment="#",
@@ -56,12 +57,12 @@ def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.s
                                                                   index_col=[0, 1]), d)]
     if readings:
         sections.append("\n".join(["## Every reading of the paper", "", READINGS_NOTE, "", *readings]))
-    cost = _cost_table(out, ran)
+    cost = _cost_table(out, ran, statuses)
     if len(cost):
         sections.append("\n".join(["## What the committed runs cost", "", COST_NOTE, "",
                                     tables.markdown_table(cost.round(2), index=False)]))
     bar.update(1)
-    path = report.write_report(out, datasets, verdicts, figs, prov, sections)
+    path = report.write_report(out, datasets, verdicts, figs, prov, sections, runs)
     bar.update(1)
     bar.close()
     return verdicts, statuses, path, {"sanity": sanity, "collapse": collapse}
@@ -78,13 +79,14 @@ def _collect_verdicts(out, ran) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "batch_size", "C1", "C2"])
 
 
-def _cost_table(out, ran) -> pd.DataFrame:
+def _cost_table(out, ran, statuses=None) -> pd.DataFrame:
     """Per dataset, the runs behind its tables and their training time in single-thread hours: the
     learning-rate selection (``lr_selection.csv``: runs and summed ``train_time_s``) and the
-    evaluation sweep (``status.json``: ``runs`` and ``training_time_s``); a total row."""
+    evaluation sweep (``status.json``: ``runs`` and ``training_time_s``; ``statuses``: those already read); a total row."""
     rows = []
     for d in ran:
-        sel_path, status = out / d / "lr_selection.csv", evidence.read_status(out / d)
+        sel_path = out / d / "lr_selection.csv"
+        status = statuses[d] if statuses is not None else evidence.read_status(out / d)
         sel = pd.read_csv(sel_path, comment="#") if sel_path.exists() else pd.DataFrame()
         tune_s = float(sel["train_time_s"].sum()) if "train_time_s" in sel else float("nan")
         eval_s = float(status.get("training_time_s", float("nan")))
@@ -98,7 +100,7 @@ def _cost_table(out, ran) -> pd.DataFrame:
     return cost
 
 
-def _summary_figures(out, ran, verdicts, prov):
+def _summary_figures(out, ran, verdicts, prov, runs):
     """The verdict map, the accuracy differences and the BN-vs-GroupNorm sanity reference (figures,
     table and REPORT sections); returns (figures listed at the end, sections, sanity table)."""
     plot_verdict_heatmap(verdicts, out / "summary_verdicts.png")
@@ -107,7 +109,6 @@ def _summary_figures(out, ran, verdicts, prov):
              if (out / d / "comparisons_accuracy.csv").exists()}
     plot_verdict_diffs(comps, out / "summary_accuracy_diff.png")
     figs = ["summary_accuracy_diff.png"]
-    runs = {d: pd.read_csv(out / d / "runs.csv") for d in ran if (out / d / "runs.csv").exists()}
     drew_sanity = plot_bn_vs_gn(runs, out / "sanity_bn_vs_gn.png") is not None
     sanity = tables.bn_vs_gn_sanity(runs)
     if len(sanity):
