@@ -241,6 +241,14 @@ def test_verdicts_on_an_unconverged_baseline_are_labelled():
     out = tables.label_unconverged(t, conv, ["C1"])
     assert out["C1"].tolist() == ["contradicted", evidence.NOT_CONVERGED] and out["other"].tolist() == ["x", "y"]
     assert tables.bn_converged(df, "mnist_fmnist_mix") == {2: None, 8: None}
+    # a readings table: indexed by (reading, batch size); every verdict column at B=8 is labelled
+    idx = pd.MultiIndex.from_tuples([("identity", 2), ("identity", 8), ("input", 8)], names=["reading", "batch_size"])
+    r = pd.DataFrame({"reading vs bn": ["supported"] * 3, "reading vs control": ["contradicted"] * 3,
+                      "bn acc (%)": ["99.0 ± 0.0"] * 3}, index=idx)
+    out = tables.label_unconverged(r, conv, ["reading vs bn", "reading vs control"])
+    assert out["reading vs bn"].tolist() == ["supported", evidence.NOT_CONVERGED, evidence.NOT_CONVERGED]
+    assert out["reading vs control"].tolist() == ["contradicted", evidence.NOT_CONVERGED, evidence.NOT_CONVERGED]
+    assert out["bn acc (%)"].tolist() == r["bn acc (%)"].tolist()
 
 
 def test_a_choice_at_an_edge_widens_the_grid_for_that_method_and_batch_size_only():

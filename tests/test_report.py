@@ -213,6 +213,10 @@ def test_readings_sentences_name_the_batch_sizes_where_a_reading_wins():
     assert lines[0] == ("- **mix**, reading `identity`: beats BN at B = 8 and beats its random control at B = 2, 8 "
                         "(of B = 2, 8).")
     assert lines[1] == ("- **mix**, reading `input`: never beats BN and never beats its random control (of B = 2, 8).")
+    t.loc[("input", 2), ["reading vs bn", "reading vs control"]] = evidence.NOT_CONVERGED
+    assert report.readings_sentences(t, "mix")[1] == (
+        f"- **mix**, reading `input`: never beats BN and never beats its random control (of B = 8; B = 2: "
+        f"*{evidence.NOT_CONVERGED}*, not counted).")
 
 
 def test_verdict_sentences_count_unconverged_baselines():

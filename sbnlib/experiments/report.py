@@ -129,10 +129,14 @@ def readings_sentences(table: pd.DataFrame, dataset: str) -> List[str]:
         sizes = grp.index.get_level_values(1)
         beat = {col: [str(b) for b, v in zip(sizes, grp[col]) if v == "supported"]
                 for col in ("reading vs bn", "reading vs control") if col in grp}
+        unconverged = [str(b) for b, v in zip(sizes, grp.get("reading vs bn", [])) if v == NOT_CONVERGED]
+        counted = [str(b) for b in sizes if str(b) not in unconverged]
         said = [f"beats BN at B = {', '.join(beat['reading vs bn'])}" if beat.get("reading vs bn") else "never beats BN",
                 (f"beats its random control at B = {', '.join(beat['reading vs control'])}"
                  if beat.get("reading vs control") else "never beats its random control")]
-        lines.append(f"- **{dataset}**, reading `{name}`: {' and '.join(said)} (of B = {', '.join(map(str, sizes))}).")
+        skipped = f"; B = {', '.join(unconverged)}: *{NOT_CONVERGED}*, not counted" if unconverged else ""
+        lines.append(f"- **{dataset}**, reading `{name}`: {' and '.join(said)} "
+                     f"(of B = {', '.join(counted) or 'none'}{skipped}).")
     return lines
 VERDICT_COLUMNS = ("C1", "C2", "sbn vs random", "sbn vs gn", "bn converged")
 

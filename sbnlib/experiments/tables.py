@@ -98,10 +98,11 @@ def bn_converged(df: pd.DataFrame, dataset: str) -> Dict[int, Optional[bool]]:
 
 
 def label_unconverged(table: pd.DataFrame, converged: Dict[int, Optional[bool]], columns) -> pd.DataFrame:
-    """``table`` (indexed by batch size) with the verdicts in ``columns`` replaced by
-    :data:`NOT_CONVERGED` where BN missed its target."""
+    """``table`` (indexed by batch size, or with a ``batch_size`` level among others) with the verdicts
+    in ``columns`` replaced by :data:`NOT_CONVERGED` where BN missed its target."""
     out = table.copy()
-    bad = [b for b in out.index if converged.get(int(b)) is False]
+    sizes = out.index.get_level_values("batch_size") if "batch_size" in out.index.names else out.index
+    bad = np.array([converged.get(int(b)) is False for b in sizes], dtype=bool)
     for c in columns:
         if c in out.columns:
             out.loc[bad, c] = NOT_CONVERGED
