@@ -22,18 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbnlib.experiments import pipelines as ex  # noqa: E402
-from sbnlib.experiments import readings as rd  # noqa: E402
 from sbnlib.experiments.stats import chosen_learning_rates  # noqa: E402
-from sbnlib.experiments.sweep import run_configs  # noqa: E402
-
-
-def train_readings(P, selection) -> None:
-    """Train the readings runs of ``P``'s dataset that have no result file yet (no table written)."""
-    plan = rd.plan_for(P.profile, P.sweep)
-    configs = rd.readings_configs(P.dataset, P.sweep, plan["batch_sizes"], plan["seeds"],
-                                  chosen_learning_rates(selection))
-    run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=True,
-                desc=f"{P.dataset} readings ({len(configs)} runs)", scheduler=P.scheduler)
+from sbnlib.experiments.studies import train_readings  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -55,7 +45,7 @@ def main(argv=None) -> int:
         if not (a.tune_only or a.readings_only):
             ex.run(P, selection)
         if a.readings or a.readings_only:
-            train_readings(P, selection)
+            train_readings(P, chosen_learning_rates(selection))
     return 0
 
 

@@ -226,6 +226,18 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
 # Readings: where the selection acts, its direction, the skip, the scorer (issue 13)
 # ----------------------------------------------------------------------------------------------
 
+def train_readings(P: Params, lr_for, batch_sizes=None, seeds=None, names=None, progress: bool = True):
+    """Train the readings runs (``bn``, every reading in ``names`` and its control; None: all) that have no
+    result file in ``<out>/runs/`` yet, at the rates ``lr_for`` (``{(method, batch_size): lr}``); no
+    table is written. ``batch_sizes`` / ``seeds``: None takes the profile's :data:`~sbnlib.experiments.readings.PLAN`.
+    Returns (the results' rows, the results)."""
+    plan = rd.plan_for(P.profile, P.sweep)
+    bs = _check_int_list("batch_sizes", plan.get("batch_sizes") if batch_sizes is None else batch_sizes)
+    seeds = plan.get("seeds") if seeds is None else seeds
+    return _train_grid(P, lambda: rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, names),
+                       "readings", progress)
+
+
 def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=None, progress: bool = True) -> dict:
     """Train ``bn`` and every reading of :data:`sbnlib.experiments.readings.READINGS` (``names``; None: all) with
     its random control at the same rate; write ``readings.csv`` / ``.md`` and ``readings.png``.
@@ -236,15 +248,11 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     are stored with the experiment's in ``<out>/runs/``, so the runs they share are trained once.
     """
 
-    names = rd.READINGS if names is None else _split(names)
-    plan = rd.plan_for(P.profile, P.sweep)
-    bs = _check_int_list("batch_sizes", plan.get("batch_sizes") if batch_sizes is None else batch_sizes)
-    seeds = plan.get("seeds") if seeds is None else seeds
+    names = list(rd.READINGS if names is None else _split(names))
     if lr_for is None:
         lr_for = chosen_learning_rates(tune(P, progress=progress))
-    df, results = _train_grid(P, lambda: rd.readings_configs(P.dataset, P.sweep, bs, seeds, lr_for, list(names)),
-                         "readings", progress)
-    out = rd.readings_table(df, list(names), base=rd.base_fields(P.sweep))
+    df, results = train_readings(P, lr_for, batch_sizes, seeds, names, progress)
+    out = rd.readings_table(df, names, base=rd.base_fields(P.sweep))
     if len(out["table"]):  # issue 11's rule: a verdict where BN missed its target is not counted
         out["table"] = tables.label_unconverged(out["table"], tables.bn_converged(df, P.dataset),
                                                 [c for c in out["table"].columns if " vs " in c])
