@@ -269,6 +269,12 @@ def test_a_tiny_readings_run_end_to_end(tmp_path, monkeypatch):
         assert frac[("sbn_inverse", seed)] == frac[("sbn", seed)] == frac[("random", seed)] == frac[("random_frozen", seed)]
     md = (tmp_path / "toy_readings" / "readings.md").read_text()
     assert "| input_bare | 8 |" in md and "synthetic" in md
+    # the cost counts the runs the evaluation sweep lacks: all but bn, sbn, sbn_frozen and random at the default fields
+    cost = json.loads((tmp_path / "toy_readings" / "readings_cost.json").read_text())
+    shared = df.method.isin(["bn", "sbn", "sbn_frozen", "random"]) & (df.scope == "all") & \
+        (df.scorer == "feature_std") & ~df.reform_batches
+    assert cost["runs"] == len(df) and cost["runs_beyond_the_evaluation_sweep"] == int((~shared).sum()) == len(df) - 8
+    assert cost["training_time_s"] == pytest.approx(df[~shared].wall_time_s.sum(), abs=0.1)
 
 
 def test_readings_notebook_has_parameters_and_narrative():

@@ -12,13 +12,15 @@ from tqdm import tqdm
 
 from ..assess import evidence
 from ..data import dataset_names
+from ..io import atomic_write_json
 from ..provenance import versions
 from . import readings as rd
 from . import report, stats, tables
+from .config import config_hash
 from .pipelines import ParameterError, Params, _check_int_list, _repo_path, _split, tune
 from .plots import plot_ablation, plot_bn_vs_gn, plot_readings, plot_verdict_diffs, plot_verdict_heatmap
 from .stats import chosen_learning_rates
-from .sweep import ABLATION, ablation_configs, iter_results, run_configs
+from .sweep import ABLATION, ablation_configs, experiment_configs, iter_results, run_configs
 
 
 def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.sh passes the profile's folder
@@ -81,18 +83,23 @@ def _collect_verdicts(out, ran) -> pd.DataFrame:
 
 def _cost_table(out, ran, statuses=None) -> pd.DataFrame:
     """Per dataset, the runs behind its tables and their training time in single-thread hours: the
-    learning-rate selection (``lr_selection.csv``: runs and summed ``train_time_s``) and the
-    evaluation sweep (``status.json``: ``runs`` and ``training_time_s``; ``statuses``: those already read); a total row."""
+    learning-rate selection (``lr_selection.csv``: runs and summed ``train_time_s``), the
+    evaluation sweep (``status.json``: ``runs`` and ``training_time_s``; ``statuses``: those already
+    read) and, where a dataset has them, the readings' own runs (``readings_cost.json``); a total row."""
     rows = []
     for d in ran:
-        sel_path = out / d / "lr_selection.csv"
+        sel_path, readings_path = out / d / "lr_selection.csv", out / d / "readings_cost.json"
         status = statuses[d] if statuses is not None else evidence.read_status(out / d)
         sel = pd.read_csv(sel_path, comment="#") if sel_path.exists() else pd.DataFrame()
         tune_s = float(sel["train_time_s"].sum()) if "train_time_s" in sel else float("nan")
         eval_s = float(status.get("training_time_s", float("nan")))
+        rd_cost = json.loads(readings_path.read_text()) if readings_path.exists() else {}
+        rd_s = float(rd_cost.get("training_time_s", 0.0))
         rows.append({"dataset": d, "selection runs": int(sel["n_seeds"].sum()) if "n_seeds" in sel else 0,
                      "selection (h)": tune_s / 3600, "evaluation runs": int(status.get("runs", 0)),
-                     "evaluation (h)": eval_s / 3600, "total (h)": (tune_s + eval_s) / 3600})
+                     "evaluation (h)": eval_s / 3600,
+                     "readings runs": int(rd_cost.get("runs_beyond_the_evaluation_sweep", 0)),
+                     "readings (h)": rd_s / 3600, "total (h)": (tune_s + eval_s + rd_s) / 3600})
     cost = pd.DataFrame(rows)
     if len(cost) > 1:
         cost = pd.concat([cost, cost.drop(columns="dataset").sum(min_count=1).to_frame().T.assign(dataset="all")],
@@ -141,8 +148,9 @@ COST_NOTE = (
     "Training time of the runs behind each dataset's tables, in single-thread hours: the sum of the times recorded "
     "in the result files (each run trains on one thread; a packed group's time is shared among its runs). "
     "Selection: the learning-rate selection on the validation split (`lr_selection`); evaluation: the sweep "
-    "behind the verdicts. `--jobs N` trains N runs at once, so on N free cores the wall time can approach this "
-    "divided by N. Readings and the ablation come on top.")
+    "behind the verdicts; readings: the runs of the readings of the paper (`readings`) that the evaluation sweep "
+    "does not already have (0 where a dataset's readings have not been run). `--jobs N` trains N runs at once, so "
+    "on N free cores the wall time can approach this divided by N. The ablation comes on top.")
 
 
 READINGS_NOTE = (
@@ -238,9 +246,22 @@ def train_readings(P: Params, lr_for, batch_sizes=None, seeds=None, names=None, 
                        "readings", progress)
 
 
+def _write_readings_cost(P: Params, lr_for, results) -> None:
+    """``readings_cost.json``: how many of the readings' runs the evaluation sweep does not already have
+    (``bn``, the default reading and its control are shared) and their recorded training time; REPORT's
+    cost table reads it."""
+    selected = [(m, b) for m in P.sweep["methods"] for b in P.sweep["batch_sizes"] if (m, b) in lr_for]
+    sweep = {config_hash(c) for m, b in selected
+             for c in experiment_configs(P.dataset, dict(P.sweep, methods=[m], batch_sizes=[b]), lr_for)}
+    extra = [r for r in results if r["config_hash"] not in sweep]
+    atomic_write_json(P.out / "readings_cost.json", {
+        "dataset": P.dataset, "runs": len(results), "runs_beyond_the_evaluation_sweep": len(extra),
+        "training_time_s": round(sum(float(r.get("wall_time_s", 0.0)) for r in extra), 1)})
+
+
 def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=None, progress: bool = True) -> dict:
     """Train ``bn`` and every reading of :data:`sbnlib.experiments.readings.READINGS` (``names``; None: all) with
-    its random control at the same rate; write ``readings.csv`` / ``.md`` and ``readings.png``.
+    its random control at the same rate; write ``readings.csv`` / ``.md``, ``readings.png`` and ``readings_cost.json``.
 
     ``batch_sizes`` / ``seeds``: None takes the profile's :data:`sbnlib.experiments.readings.PLAN`.
     ``lr_for``: ``{(method, batch_size): lr}``;
@@ -252,6 +273,7 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     if lr_for is None:
         lr_for = chosen_learning_rates(tune(P, progress=progress))
     df, results = train_readings(P, lr_for, batch_sizes, seeds, names, progress)
+    _write_readings_cost(P, lr_for, results)
     out = rd.readings_table(df, names, base=rd.base_fields(P.sweep))
     if len(out["table"]):  # issue 11's rule: a verdict where BN missed its target is not counted
         out["table"] = tables.label_unconverged(out["table"], tables.bn_converged(df, P.dataset),
