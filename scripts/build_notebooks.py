@@ -481,7 +481,12 @@ minimum effect the seeds could detect (MDE 80%) and the verdict:
   the homogeneous ones instead must do worse (a negative difference).
 
 The last column is the fraction of training batches the reading normalised (its control normalises
-exactly as many)."""),
+exactly as many).
+
+Where BN's mean test accuracy at a batch size is below its target for the dataset
+(`sbnlib.experiments.tables.BN_TARGETS`; REPORT.md), every verdict of that row reads *baseline not
+converged* and is not counted: the differences and intervals are shown, but a comparison with a
+baseline that has not learned its task says nothing about the method."""),
     new_code_cell("""\
 print(report.C1_RULE)
 display(out["table"])"""),
