@@ -93,7 +93,7 @@ def _cost_table(out, ran, statuses=None) -> pd.DataFrame:
         sel = pd.read_csv(sel_path, comment="#") if sel_path.exists() else pd.DataFrame()
         tune_s = float(sel["train_time_s"].sum()) if "train_time_s" in sel else float("nan")
         eval_s = float(status.get("training_time_s", float("nan")))
-        rd_cost = json.loads(readings_path.read_text()) if readings_path.exists() else {}
+        rd_cost = _read_json(readings_path, f"rerun notebooks/readings.ipynb on {d}") if readings_path.exists() else {}
         rd_s = float(rd_cost.get("training_time_s", 0.0))
         rows.append({"dataset": d, "selection runs": int(sel["n_seeds"].sum()) if "n_seeds" in sel else 0,
                      "selection (h)": tune_s / 3600, "evaluation runs": int(status.get("runs", 0)),
@@ -105,6 +105,17 @@ def _cost_table(out, ran, statuses=None) -> pd.DataFrame:
         cost = pd.concat([cost, cost.drop(columns="dataset").sum(min_count=1).to_frame().T.assign(dataset="all")],
                          ignore_index=True)
     return cost
+
+
+def _read_json(path, fix: str) -> dict:
+    """A JSON object from ``path``; a file that is not one is a ParameterError naming it and ``fix``."""
+    try:
+        obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ParameterError(f"unreadable {path} ({e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise ParameterError(f"{path} holds a {type(obj).__name__}, not a JSON object; {fix}")
+    return obj
 
 
 def _summary_figures(out, ran, verdicts, prov, runs):
