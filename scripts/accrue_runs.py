@@ -12,10 +12,16 @@ For a rerun that spans several sittings: the result files accrue under outputs/<
 runs/ (each written when its run ends, so an interruption loses only the runs in flight) and can be
 committed as they come, while the committed tables stay as they are until ./run_all.sh renders
 every table from the complete set of result files.
+
+To end a sitting without losing the runs in flight (a packed group at a small batch size trains for
+a quarter of an hour or more): ``--stop-after MINUTES`` or ``--stop-file PATH`` (``touch PATH``):
+from then on no new run starts, those in flight finish and are written, and the script exits 0
+saying how many runs are left; the same command continues later.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sbnlib.experiments import pipelines as ex  # noqa: E402
 from sbnlib.experiments.stats import chosen_learning_rates  # noqa: E402
 from sbnlib.experiments.studies import train_readings  # noqa: E402
+from sbnlib.experiments.sweep import SweepStopped, stop_condition  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,20 +39,36 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist", "cifar10", "mnist_fmnist_mix"])
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--output-dir", default=None,
+                    help="default: outputs/ for the cpu profile (the committed results), outputs/<profile> for the others")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--tune-only", action="store_true", help="only the learning-rate selection runs")
     which.add_argument("--readings", action="store_true",
                        help="also the readings runs, after each dataset's evaluation sweep")
     which.add_argument("--readings-only", action="store_true",
                        help="only the readings runs (and the selection they need, if not yet trained)")
+    ap.add_argument("--stop-after", type=float, metavar="MINUTES",
+                    help="start no new run after this many minutes; the runs in flight finish and are written")
+    ap.add_argument("--stop-file", metavar="PATH",
+                    help="start no new run once this file exists (touch it to end the sitting cleanly)")
     a = ap.parse_args(argv)
-    for d in a.datasets:
-        P = ex.resolve_params(d, a.profile, data_root=a.data_root, jobs=a.jobs)
-        selection = ex.tune(P)  # no dataset given: trains and selects, writes no table
-        if not (a.tune_only or a.readings_only):
-            ex.run(P, selection)
-        if a.readings or a.readings_only:
-            train_readings(P, chosen_learning_rates(selection))
+    if a.stop_after is not None and not a.stop_after > 0:
+        ap.error(f"--stop-after must be a positive number of minutes, got {a.stop_after}")
+    stop = stop_condition(a.stop_file, a.stop_after)  # one clock for every dataset
+    try:
+        for d in a.datasets:
+            P = dataclasses.replace(ex.resolve_params(d, a.profile, data_root=a.data_root, output_dir=a.output_dir,
+                                                      jobs=a.jobs), stop=stop)
+            selection = ex.tune(P)  # no dataset given: trains and selects, writes no table
+            if not (a.tune_only or a.readings_only):
+                ex.run(P, selection)
+            if a.readings or a.readings_only:
+                train_readings(P, chosen_learning_rates(selection))
+    except SweepStopped as e:
+        print(f"{d}: {e}", flush=True)
+    except ex.ParameterError as e:  # a bad option: one line that names it, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

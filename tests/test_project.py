@@ -69,6 +69,22 @@ print("ok", int(needs.sum()))
     assert p.returncode == 0 and p.stdout.startswith("ok"), p.stderr[-2000:]
 
 
+def test_accrue_runs_stops_cleanly_when_asked_and_refuses_bad_options(shared_data, tmp_path):
+    script, flag = str(ROOT / "scripts/accrue_runs.py"), tmp_path / "stop"
+    flag.touch()  # asked to stop before the first run
+    args = [sys.executable, script, "--profile", "smoke", "--datasets", "mnist", "--data-root", str(shared_data),
+            "--output-dir", str(tmp_path / "out"), "--jobs", "1"]
+    p = subprocess.run(args + ["--stop-file", str(flag)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "mnist: stopped as asked: 0 runs have their result files" in p.stdout
+    assert not list((tmp_path / "out").rglob("*.json"))
+    p = subprocess.run(args + ["--stop-after", "0"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--stop-after must be a positive number of minutes" in p.stderr
+    p = subprocess.run(args[:5] + ["nope"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "error: unknown dataset 'nope'; choose one of ['cifar10', 'cifar100', 'fashion_mnist', 'mnist', 'mnist_fmnist_mix']"]
+
+
 @pytest.mark.parametrize("script", ["scripts/accrue_runs.py", "scripts/check_numbers_unchanged.py", "scripts/pilot_regime.py",
                                     "bench/profile_packed.py",
                                     "bench/bench_suite.py", "bench/bench_core.py", "bench/bench_assess_memory.py"])

@@ -9,12 +9,14 @@ from sbnlib.experiments.sweep import (
     ABLATION,
     DATASET_PARAMS,
     PROFILES,
+    SweepStopped,
     experiment_configs,
     iter_results,
     load_result,
     profile_params,
     result_path,
     run_configs,
+    stop_condition,
 )
 
 
@@ -132,3 +134,41 @@ def test_jobs_2_gives_the_same_numbers_as_jobs_1(shared_data, tmp_path):
 def test_bad_jobs(tmp_path):
     with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
         run_configs(_tiny(), tmp_path, jobs=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_stopped_sweep_finishes_the_runs_in_flight_and_continues_later(shared_data, tmp_path, jobs):
+    cfgs = _tiny()  # four packed groups of two seeds (bn, sbn x B 8, 16)
+    runs = tmp_path / "runs"
+    asked = []
+
+    def stop():  # the first `jobs` groups may start, no later one
+        asked.append(1)
+        return len(asked) > jobs
+
+    with pytest.raises(SweepStopped, match="run the same command again") as e:
+        run_configs(cfgs, runs, root=shared_data, jobs=jobs, progress=False, stop=stop)
+    written = sorted(runs.glob("*.json"))
+    assert len(written) == 2 * jobs  # the groups in flight finished and were written
+    assert (e.value.finished, e.value.left) == (len(written), len(cfgs) - len(written))
+    assert not list(runs.glob(".*.tmp"))
+    mtimes = {f: f.stat().st_mtime_ns for f in written}
+    resumed = run_configs(cfgs, runs, root=shared_data, jobs=jobs, progress=False)
+    assert all(f.stat().st_mtime_ns == t for f, t in mtimes.items())  # kept, not retrained
+    straight = run_configs(cfgs, tmp_path / "straight", root=shared_data, jobs=1, progress=False)
+    assert [_numbers(a) for a in resumed] == [_numbers(b) for b in straight]
+
+
+def test_stop_condition_latches_on_its_file_or_its_clock(tmp_path):
+    assert not stop_condition()()
+    flag = tmp_path / "stop"
+    stop = stop_condition(flag)
+    assert not stop()
+    flag.touch()
+    assert stop()
+    flag.unlink()
+    assert stop()  # a drained sweep stays drained
+    assert stop_condition(minutes=0)() and not stop_condition(minutes=60)()
+    with pytest.raises(ValueError, match="local processes only"):
+        run_configs(_tiny(), tmp_path / "r", progress=False, scheduler="tcp://host:8786", stop=stop)

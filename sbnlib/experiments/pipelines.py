@@ -91,6 +91,7 @@ class Params:
     output_dir: Path
     jobs: int
     scheduler: object = None  # a Dask scheduler address or distributed.Client; None: local processes
+    stop: object = None  # for scripts/accrue_runs.py: no new run starts once stop() is true (sweep.stop_condition)
 
     @property
     def out(self) -> Path:
@@ -234,7 +235,7 @@ def tune(P: Params, ds=None, progress: bool = True):
         raise ParameterError(str(e)) from None
     for _ in range(int(P.sweep.get("lr_widen", 0)) + 1):  # the grid, then each widening round
         results = run_configs(configs, P.out / "tuning", root=P.data_root, jobs=P.jobs, progress=progress,
-                              desc=f"{P.dataset} lr selection ({len(configs)} runs)", scheduler=P.scheduler)
+                              desc=f"{P.dataset} lr selection ({len(configs)} runs)", scheduler=P.scheduler, stop=P.stop)
         sel = select_learning_rates(pd.DataFrame(list(iter_results(results))))
         more = widening_configs(P.dataset, P.sweep, sel)
         if not more:
@@ -265,7 +266,7 @@ def run(P: Params, selection=None, progress: bool = True):
     lr_for = None if selection is None else chosen_learning_rates(selection)
     configs = experiment_configs(P.dataset, P.sweep, lr_for=lr_for)
     results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} ({len(configs)} runs)", scheduler=P.scheduler)
+                          desc=f"{P.dataset} ({len(configs)} runs)", scheduler=P.scheduler, stop=P.stop)
     df = pd.DataFrame(list(iter_results(results)))
     return results, df, time.perf_counter() - t0
 

@@ -187,7 +187,7 @@ def _train_grid(P: Params, build, what: str, progress: bool):
     except ValueError as e:
         raise ParameterError(str(e)) from None
     results = run_configs(configs, P.out / "runs", root=P.data_root, jobs=P.jobs, progress=progress,
-                          desc=f"{P.dataset} {what} ({len(configs)} runs)", scheduler=P.scheduler)
+                          desc=f"{P.dataset} {what} ({len(configs)} runs)", scheduler=P.scheduler, stop=P.stop)
     return pd.DataFrame(list(iter_results(results))), results
 
 

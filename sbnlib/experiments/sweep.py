@@ -22,11 +22,12 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -43,7 +44,7 @@ from .train import train
 __all__ = ["PROFILES", "DATASET_PARAMS", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "tuning_configs",
            "widening_configs",
            "ablation_configs",
-           "run_configs", "die_with_parent", "dask_client", "result_path", "load_result"]
+           "run_configs", "SweepStopped", "stop_condition", "die_with_parent", "dask_client", "result_path", "load_result"]
 
 THREADS_PER_RUN = 1
 DASK_CONNECT_TIMEOUT_S = 10
@@ -377,7 +378,8 @@ def dask_client(scheduler):
 
 
 def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int = 1,
-                progress: bool = True, desc: str = "runs", scheduler=None) -> List[dict]:
+                progress: bool = True, desc: str = "runs", scheduler=None,
+                stop: Optional[Callable[[], bool]] = None) -> List[dict]:
     """Run every config whose result file is missing; return all results in ``configs`` order.
 
     ``jobs`` > 1 runs that many worker processes. ``scheduler`` (a Dask scheduler address or a
@@ -390,11 +392,17 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     Runs with ``engine="packed"`` that differ only in the seed are trained together, up to
     :func:`sbnlib.experiments.packed.pack_size` seeds per group (only the seeds whose file is missing), and
     their files are written when their group ends; ``jobs`` then runs that many groups at once.
+
+    ``stop`` (local processes only; see :func:`stop_condition`) is asked before each run or packed
+    group starts: once it returns True no new one starts, those in flight finish and are written, and
+    :class:`SweepStopped` is raised. Rerunning the sweep continues from there.
     """
 
 
     if not is_int(jobs) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if stop is not None and scheduler is not None:
+        raise ValueError("stop works with local processes only; a Dask cluster's runs are stopped on the cluster")
     runs_dir = ensure_writable_dir(runs_dir)
     paths = [result_path(runs_dir, c) for c in configs]
     results: List[Optional[dict]] = [load_result(p, c) for p, c in zip(paths, configs)]
@@ -413,14 +421,17 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
             results[i] = r
         bar.update(len(unit))  # the bar counts runs, a packed group's all at once
 
-    _run_units(units, configs, paths, root, jobs, scheduler, done)
+    left = _run_units(units, configs, paths, root, jobs, scheduler, done, stop or (lambda: False))
     bar.close()
+    if left:
+        raise SweepStopped(sum(r is not None for r in results), sum(len(u) for u in left))
     return results
 
 
-def _run_units(units, configs, paths, root, jobs: int, scheduler, done) -> None:
+def _run_units(units, configs, paths, root, jobs: int, scheduler, done, stop) -> list:
     """Run the units of work (:func:`_units`) in this process, in ``jobs`` worker processes or on a
-    Dask cluster, calling ``done(unit, results)`` as each one ends."""
+    Dask cluster, calling ``done(unit, results)`` as each one ends; returns the units not started
+    because ``stop()`` said so."""
     def task(unit):
         return [configs[i] for i in unit], root, [str(paths[i]) for i in unit]
 
@@ -440,15 +451,55 @@ def _run_units(units, configs, paths, root, jobs: int, scheduler, done) -> None:
             if owned:
                 client.close()
     elif jobs == 1 or len(units) <= 1:
-        for unit in units:
+        for k, unit in enumerate(units):
+            if stop():
+                return units[k:]
             done(unit, _run_unit(*task(unit)))
     else:
+        queue = list(units)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=die_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_run_unit, *task(u)): u for u in units}
-            for fut in as_completed(futures):
-                done(futures[fut], fut.result())
+            running: dict = {}
+            while True:
+                # at most `jobs` units submitted at a time, so that each new one can still be held back
+                while queue and len(running) < jobs and not stop():
+                    unit = queue.pop(0)
+                    running[pool.submit(_run_unit, *task(unit))] = unit
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    done(running.pop(fut), fut.result())
+        return queue
+    return []
+
+
+class SweepStopped(Exception):
+    """A sweep ended early because its ``stop`` condition held: ``finished`` runs have their result
+    files (cached before or written now), ``left`` were not started."""
+
+    def __init__(self, finished: int, left: int):
+        super().__init__(f"stopped as asked: {finished} runs have their result files, {left} not started; "
+                         "run the same command again to continue")
+        self.finished, self.left = finished, left
+
+
+def stop_condition(stop_file=None, minutes: Optional[float] = None) -> Callable[[], bool]:
+    """A ``stop`` for :func:`run_configs`: true once ``stop_file`` exists or ``minutes`` have passed
+    since this call, and from then on (so that deleting the file does not restart a drained sweep).
+    Used to end a sitting without losing the runs in flight."""
+    deadline = None if minutes is None else time.monotonic() + 60.0 * float(minutes)
+    path = None if stop_file is None else Path(stop_file)
+    stopped = False
+
+    def stop() -> bool:
+        nonlocal stopped
+        stopped = stopped or (path is not None and path.exists()) or (
+            deadline is not None and time.monotonic() >= deadline)
+        return stopped
+
+    return stop
 
 
 def iter_results(results: Iterable[dict]):
