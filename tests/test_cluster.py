@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from sbnlib.experiments import config, sweep
+from sbnlib.experiments import config, sweep, workers
 from sbnlib.experiments.pipelines import ParameterError, resolve_params
 from sbnlib.experiments.sweep import result_path, run_configs
 
@@ -60,6 +60,6 @@ def test_missing_dask_names_the_fix(tmp_path, monkeypatch):
 
 def test_unreachable_scheduler_is_one_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr(sweep, "DASK_CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(workers, "DASK_CONNECT_TIMEOUT_S", 1)
     with pytest.raises(ValueError, match="cannot use the Dask scheduler at 'tcp://127.0.0.1:1'.*Timed out"):
         run_configs(_tiny(), tmp_path, progress=False, scheduler="tcp://127.0.0.1:1")
