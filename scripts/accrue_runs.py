@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sbnlib.experiments import pipelines as ex  # noqa: E402
 from sbnlib.experiments.stats import chosen_learning_rates  # noqa: E402
 from sbnlib.experiments.studies import train_readings  # noqa: E402
-from sbnlib.experiments.sweep import SweepStopped, stop_condition  # noqa: E402
+from sbnlib.experiments.workers import SweepStopped, stop_condition  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -16,8 +16,8 @@ from sbnlib.experiments.sweep import (
     profile_params,
     result_path,
     run_configs,
-    stop_condition,
 )
+from sbnlib.experiments.workers import stop_condition
 
 
 def _tiny(**kw):

@@ -91,7 +91,7 @@ class Params:
     output_dir: Path
     jobs: int
     scheduler: object = None  # a Dask scheduler address or distributed.Client; None: local processes
-    stop: object = None  # for scripts/accrue_runs.py: no new run starts once stop() is true (sweep.stop_condition)
+    stop: object = None  # for scripts/accrue_runs.py: no new run starts once stop() is true (workers.stop_condition)
 
     @property
     def out(self) -> Path:

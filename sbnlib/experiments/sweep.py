@@ -37,12 +37,12 @@ from .config import LATER_FIELDS, METHODS, SCHEMA_VERSION, TrainConfig, config_d
 from .metrics import run_metrics
 from .packed import pack_size, train_packed
 from .train import train
-from .workers import SweepStopped, dask_client, die_with_parent, stop_condition
+from .workers import SweepStopped, dask_client, die_with_parent
 
 __all__ = ["PROFILES", "DATASET_PARAMS", "ABLATION", "THREADS_PER_RUN", "profile_params", "experiment_configs", "tuning_configs",
            "widening_configs",
            "ablation_configs",
-           "run_configs", "SweepStopped", "stop_condition", "die_with_parent", "dask_client", "result_path", "load_result"]
+           "run_configs", "SweepStopped", "die_with_parent", "dask_client", "result_path", "load_result"]
 
 THREADS_PER_RUN = 1
 # torch's seed and thread count belong to the process: runs sharing one (a Dask worker with
@@ -350,7 +350,7 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     :func:`sbnlib.experiments.packed.pack_size` seeds per group (only the seeds whose file is missing), and
     their files are written when their group ends; ``jobs`` then runs that many groups at once.
 
-    ``stop`` (local processes only; see :func:`stop_condition`) is asked before each run or packed
+    ``stop`` (local processes only; see :func:`sbnlib.experiments.workers.stop_condition`) is asked before each run or packed
     group starts: once it returns True no new one starts, those in flight finish and are written, and
     :class:`SweepStopped` is raised. Rerunning the sweep continues from there.
     """
