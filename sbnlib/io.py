@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_output_set", "ensure_writable_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_output_set", "ensure_writable_dir", "read_json_object"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -100,3 +100,16 @@ def _alive(pid: str) -> bool:
 
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+def read_json_object(path, fix: str) -> dict:
+    """The JSON object in ``path``; a file that cannot be read, is not JSON or holds another type is
+    a ValueError that names it and says ``fix`` (what to do about it)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"unreadable {path} ({type(e).__name__}: {e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a JSON object; {fix}")
+    return obj

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from sbnlib.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+from sbnlib.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir, read_json_object
 
 
 def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path):
@@ -69,3 +69,20 @@ def test_a_live_writers_temporary_is_never_removed(tmp_path):
     dead.write_text('{"half": ')
     atomic_write_json(p, {"a": 1})
     assert sorted(f.name for f in tmp_path.iterdir()) == sorted([live.name, "r.json"])
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"{not json", "unreadable"),
+    (b"\xff\xfe{}", "unreadable"),
+    (b"[1, 2]", "holds a list, not a JSON object"),
+    (None, "unreadable"),  # no file at all
+])
+def test_read_json_object_names_the_file_the_problem_and_the_fix(tmp_path, content, problem):
+    p = tmp_path / "cost.json"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        read_json_object(p, "rerun the study")
+    assert str(p) in str(e.value) and problem in str(e.value) and str(e.value).endswith("; rerun the study")
+    p.write_text('{"a": [1]}')
+    assert read_json_object(p, "rerun the study") == {"a": [1]}

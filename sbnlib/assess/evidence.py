@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import List
 
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json_object
 
 # ----------------------------------------------------------------------------------------------
 # Evidence from the benchmark results, and the recommendation
@@ -67,14 +67,10 @@ def find_evidence_dir(output_dir="auto") -> List[Path]:
 
 def _read_evidence(path: Path) -> dict:
     """``evidence.json`` as written by :func:`sbnlib.assess.evidence.write_evidence`; ValueError naming what is wrong."""
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"unreadable {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(rec, dict) or rec.get("schema") != EVIDENCE_SCHEMA:
-        got = rec.get("schema") if isinstance(rec, dict) else type(rec).__name__
-        raise ValueError(f"{path} has schema {got!r}; this sbnlib reads schema {EVIDENCE_SCHEMA} "
-                         "(rerun the analysis to rewrite it)")
+    fix = "rerun the analysis to rewrite it"
+    rec = read_json_object(path, fix)
+    if rec.get("schema") != EVIDENCE_SCHEMA:
+        raise ValueError(f"{path} has schema {rec.get('schema')!r}; this sbnlib reads schema {EVIDENCE_SCHEMA} ({fix})")
     rows = rec.get("rows")
     if not isinstance(rows, list) or not all(isinstance(r, dict) and _row_ok(r) for r in rows):
         raise ValueError(f"{path}: 'rows' must be a list of rows, each with an integer batch_size, a C1 verdict "

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..assess import evidence
 from ..data import dataset_names
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json_object
 from ..provenance import versions
 from . import readings as rd
 from . import report, stats, tables
@@ -110,12 +110,9 @@ def _cost_table(out, ran, statuses=None) -> pd.DataFrame:
 def _read_json(path, fix: str) -> dict:
     """A JSON object from ``path``; a file that is not one is a ParameterError naming it and ``fix``."""
     try:
-        obj = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ParameterError(f"unreadable {path} ({e}); {fix}") from None
-    if not isinstance(obj, dict):
-        raise ParameterError(f"{path} holds a {type(obj).__name__}, not a JSON object; {fix}")
-    return obj
+        return read_json_object(path, fix)
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
 
 
 def _summary_figures(out, ran, verdicts, prov, runs):
