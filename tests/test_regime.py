@@ -271,3 +271,13 @@ def test_a_choice_at_an_edge_widens_the_grid_for_that_method_and_batch_size_only
     df2 = _tuning_frame()
     df2.loc[(df2.method == "bn") & (df2.lr == 0.2), "final_val_acc"] = 0.99
     assert {c.lr for c in widening_configs("mnist", p, select_learning_rates(df2))} == {0.4}
+
+
+def test_the_accuracy_notes_say_which_runs_diverged_and_where():
+    df = pd.DataFrame({"method": ["bn", "sbn_frozen", "sbn_frozen", "sbn_frozen"], "batch_size": [32, 32, 128, 128],
+                       "seed": [0, 7, 1, 7], "diverged": [False, True, True, True]})
+    P = ex.Params(dataset="mnist_fmnist_mix", profile="cpu", sweep={}, data_root=None, output_dir=".", jobs=1)
+    notes = ex._accuracy_notes(P, df)
+    assert "Diverged runs (sbn_frozen 1 at B=32; sbn_frozen 2 at B=128)" in notes and "No run diverged" not in notes
+    assert "has no BN target" in notes
+    assert "No run diverged." in ex._accuracy_notes(P, df.assign(diverged=False))

@@ -273,9 +273,13 @@ def test_run_metrics_ok_run():
 
 
 def test_run_metrics_diverged_run():
-    m = run_metrics(_record(status="diverged", loss=(2.0, 1.5, float("nan")), gn=(3.0, 2.0, 1.0)))
+    inference = {"running": 0.5, "bypass": 0.4, "running_stats_drift": float("inf")}
+    m = run_metrics({**_record(status="diverged", loss=(2.0, 1.5, float("nan")), gn=(3.0, 2.0, 1.0)),
+                     "inference": inference})
     assert m["diverged"] is True and m["final_test_acc"] == 0.87
     assert math.isnan(m["loss_volatility"]) and math.isnan(m["grad_norm_cv"]) and math.isnan(m["ics_shift"])
+    assert math.isnan(m["running_stats_drift"]) and m["acc_running"] == 0.5  # the drift of non-finite statistics says nothing
+    assert run_metrics({**_record(), "inference": {**inference, "running_stats_drift": 0.2}})["running_stats_drift"] == 0.2
     assert m["bn_transformations"] == 6
 
 

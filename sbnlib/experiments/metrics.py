@@ -60,9 +60,9 @@ def run_metrics(result: dict) -> dict:
     "diverged"``); from ``inference`` (NaN where absent): ``acc_running``, ``acc_bypass``,
     ``acc_selected`` (test accuracy under each inference policy) and ``running_stats_drift``.
 
-    For a diverged run the step metrics (``loss_volatility``, ``grad_norm_cv``, ``ics_shift``) are
-    NaN (they would describe a truncated run ending in NaN/inf); ``final_test_acc`` and the BN
-    counts are kept as recorded.
+    For a diverged run the step metrics (``loss_volatility``, ``grad_norm_cv``, ``ics_shift``) and
+    ``running_stats_drift`` are NaN (they would describe a truncated run ending in NaN/inf);
+    ``final_test_acc`` and the BN counts are kept as recorded.
     """
     diverged = result.get("status") == "diverged"
     metrics = result.get("metrics", {})
@@ -87,5 +87,5 @@ def run_metrics(result: dict) -> dict:
     for key, col in (("running", "acc_running"), ("bypass", "acc_bypass"), ("selected", "acc_selected"),
                      ("running_stats_drift", "running_stats_drift")):
         v = inference.get(key)
-        row[col] = _NAN if v is None else float(v)
+        row[col] = _NAN if v is None or (diverged and key == "running_stats_drift") else float(v)
     return row

@@ -321,10 +321,12 @@ def _verdicts(P: Params, df: pd.DataFrame, acc: dict, stab: dict) -> pd.DataFram
 
 def _accuracy_notes(P: Params, df: pd.DataFrame) -> str:
     """The notes under the accuracy table: what a cell is, the rules, divergence, BN's target."""
-    diverged = df[df.diverged].groupby("method").size().to_dict()
+    diverged = df[df.diverged].groupby(["method", "batch_size"]).size()
+    where = "; ".join(f"{m} {n} at B={b}" for (m, b), n in diverged.items())
     notes = (f"Cells: final test accuracy (%) mean ± std over {df.seed.nunique()} paired seeds. "
              "Differences in percentage points with a 95% bootstrap CI; p-values Holm-adjusted across batch sizes. "
-             + report.C1_RULE + (f" Diverged runs: {diverged}." if diverged else " No run diverged."))
+             + report.C1_RULE + (f" Diverged runs ({where}): they count in the means with the test accuracy "
+                                 "of the model where it stopped." if len(diverged) else " No run diverged."))
     target = tables.BN_TARGETS.get(P.dataset)
     notes += (f" BN's target on {P.dataset}: {100 * target:.1f}% test accuracy; at a batch size where BN's mean falls "
               f"short, every verdict reads '{evidence.NOT_CONVERGED}' and is not counted." if target is not None else
