@@ -8,6 +8,9 @@ temporary of a writer that is still running (two runs writing one folder).
 :func:`atomic_output_set` does the same for a set of files that belong together (a report's JSON,
 PNG and HTML): all are written into a temporary folder beside them, and moved into place only when
 every one of them was written, so a failed command leaves the earlier set as it was.
+
+:func:`read_json_object` reads such a JSON object back; a file that is not one is a single
+ValueError that names the file and what to do about it.
 """
 from __future__ import annotations
 
