@@ -153,9 +153,6 @@ def accuracy_tables(df: pd.DataFrame, methods: Sequence[str], treatment="sbn", b
         table[f"{'C1' if base == 'bn' else treatment} vs {base}"] = c["verdict"]
     if treatment in set(df.method):
         table[f"{treatment} batches normalised"] = [f"{100 * frac.get(b, np.nan):.1f}%" for b in table.index]
-    n_div = df[df.diverged].groupby("method").size()
-    if len(n_div):
-        table.attrs["diverged"] = n_div.to_dict()
     return {"accuracy": table, "comparisons": pd.concat(comps, ignore_index=True) if comps else pd.DataFrame(),
             "summary": stats.summary_frame(df, list(methods)), "frac_normalized": frac}
 
