@@ -357,27 +357,28 @@ def _write_tables(P: Params, df: pd.DataFrame, prov: dict, acc: dict, stab: dict
     }
 
 
+_INFERENCE_NOTE = (
+    "Test accuracy of the trained networks under three inference policies (standard eval with running "
+    "statistics; test batches of the training batch size scored and normalised only above the training "
+    "threshold; BN bypassed), and the drift of BN's running statistics from the statistics of the "
+    "inputs they normalise at inference (0 = exact). Means over seeds.")
+_COLLAPSE_NOTE = (
+    "Means over seeds. Training loss over the last epoch's steps, split into steps that ran BN and steps "
+    "that skipped it; training accuracy on the last epoch's batches as trained; final test accuracy. A "
+    "training loss that stays high means the network did not fit (optimisation); a low training loss "
+    "with a low test accuracy points at inference (the running statistics).")
+
+
 def _write_run_tables(P: Params, results, df: pd.DataFrame, prov: dict, files: dict):
     """Write the inference and collapse tables where the runs measured them (their files added to
     ``files``); returns both tables."""
-    out = P.out
-    inference = tables.inference_table(df)
-    if len(inference):
-        files["inference"] = tables.write_table(
-            inference, out, "inference", f"{P.dataset}: train/test consistency of selective BN", prov,
-            "Test accuracy of the trained networks under three inference policies (standard eval with running "
-            "statistics; test batches of the training batch size scored and normalised only above the training "
-            "threshold; BN bypassed), and the drift of BN's running statistics from the statistics of the "
-            "inputs they normalise at inference (0 = exact). Means over seeds.")
-    collapse = tables.collapse_table(results)
-    if len(collapse):
-        files["collapse"] = tables.write_table(
-            collapse, out, "collapse", f"{P.dataset}: where selective BN loses accuracy, training or inference", prov,
-            "Means over seeds. Training loss over the last epoch's steps, split into steps that ran BN and steps "
-            "that skipped it; training accuracy on the last epoch's batches as trained; final test accuracy. A "
-            "training loss that stays high means the network did not fit (optimisation); a low training loss "
-            "with a low test accuracy points at inference (the running statistics).")
-    return inference, collapse
+    built = {"inference": (tables.inference_table(df), "train/test consistency of selective BN", _INFERENCE_NOTE),
+             "collapse": (tables.collapse_table(results), "where selective BN loses accuracy, training or inference",
+                          _COLLAPSE_NOTE)}
+    for name, (table, title, note) in built.items():
+        if len(table):  # empty when no run measured them (no selective or BN method in the sweep)
+            files[name] = tables.write_table(table, P.out, name, f"{P.dataset}: {title}", prov, note)
+    return built["inference"][0], built["collapse"][0]
 
 
 def _write_figures(P: Params, results, df: pd.DataFrame) -> dict:
