@@ -82,10 +82,12 @@ def run_metrics(result: dict) -> dict:
         "frac_normalized": float(bn["frac_normalized"]),
         "diverged": bool(diverged),
     }
-    # inference policies of selective BN and running-statistics drift
+    # inference policies of selective BN, and the drift of the running statistics (a step-like metric:
+    # NaN for a diverged run, like the step metrics above)
     inference = result.get("inference") or {}
-    for key, col in (("running", "acc_running"), ("bypass", "acc_bypass"), ("selected", "acc_selected"),
-                     ("running_stats_drift", "running_stats_drift")):
+    for key, col in (("running", "acc_running"), ("bypass", "acc_bypass"), ("selected", "acc_selected")):
         v = inference.get(key)
-        row[col] = _NAN if v is None or (diverged and key == "running_stats_drift") else float(v)
+        row[col] = _NAN if v is None else float(v)
+    drift = inference.get("running_stats_drift")
+    row["running_stats_drift"] = _NAN if diverged or drift is None else float(drift)
     return row
