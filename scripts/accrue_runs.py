@@ -2,11 +2,15 @@
 
     python scripts/accrue_runs.py --profile cpu --datasets mnist fashion_mnist --data-root ../shared/data --jobs 2
     python scripts/accrue_runs.py --profile cpu --datasets fashion_mnist --readings-only --data-root ../shared/data
+    python scripts/accrue_runs.py --profile cpu --datasets fashion_mnist --ablation-only --data-root ../shared/data
 
 ``--readings`` adds, after a dataset's evaluation sweep, the runs of its readings of the paper
 (``sbnlib.experiments.readings``: every reading and its random control at the batch sizes and seeds
 of the profile's PLAN, at the learning rates the selection chose); ``--readings-only`` trains those
 alone (the selection must be complete: it is read from the tuning runs, or trained first).
+``--ablation-only`` trains the ablation grid alone (``sbnlib.experiments.studies.train_ablation``: every
+scorer x threshold strategy, the rate sweep and its random control, at the profile's ABLATION batch
+sizes and seeds), the runs that ``notebooks/ablation.ipynb`` would otherwise train in one sitting.
 
 For a rerun that spans several sittings: the result files accrue under outputs/<dataset>/tuning/ and
 runs/ (each written when its run ends, so an interruption loses only the runs in flight) and can be
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbnlib.experiments import pipelines as ex  # noqa: E402
 from sbnlib.experiments.stats import chosen_learning_rates  # noqa: E402
-from sbnlib.experiments.studies import train_readings  # noqa: E402
+from sbnlib.experiments.studies import train_ablation, train_readings  # noqa: E402
 from sbnlib.experiments.workers import SweepStopped, stop_condition  # noqa: E402
 
 
@@ -47,6 +51,8 @@ def main(argv=None) -> int:
                        help="also the readings runs, after each dataset's evaluation sweep")
     which.add_argument("--readings-only", action="store_true",
                        help="only the readings runs (and the selection they need, if not yet trained)")
+    which.add_argument("--ablation-only", action="store_true",
+                       help="only the ablation runs (and the selection they need, if not yet trained)")
     ap.add_argument("--stop-after", type=float, metavar="MINUTES",
                     help="start no new run after this many minutes; the runs in flight finish and are written")
     ap.add_argument("--stop-file", metavar="PATH",
@@ -60,10 +66,12 @@ def main(argv=None) -> int:
             P = dataclasses.replace(ex.resolve_params(d, a.profile, data_root=a.data_root, output_dir=a.output_dir,
                                                       jobs=a.jobs), stop=stop)
             selection = ex.tune(P)  # no dataset given: trains and selects, writes no table
-            if not (a.tune_only or a.readings_only):
+            if not (a.tune_only or a.readings_only or a.ablation_only):
                 ex.run(P, selection)
             if a.readings or a.readings_only:
                 train_readings(P, chosen_learning_rates(selection))
+            if a.ablation_only:
+                train_ablation(P, chosen_learning_rates(selection))
     except SweepStopped as e:
         print(f"{d}: {e}", flush=True)
     except ex.ParameterError as e:  # a bad option: one line that names it, no traceback

@@ -172,3 +172,29 @@ def test_stop_condition_latches_on_its_file_or_its_clock(tmp_path):
     assert stop_condition(minutes=0)() and not stop_condition(minutes=60)()
     with pytest.raises(ValueError, match="local processes only"):
         run_configs(_tiny(), tmp_path / "r", progress=False, scheduler="tcp://host:8786", stop=stop)
+
+
+def test_ablation_runs_accrue_apart_from_their_tables(tmp_path, monkeypatch):
+    # scripts/accrue_runs.py --ablation-only trains the grid with train_ablation; the notebook's ablation()
+    # then finds every run cached and only writes the tables
+    from sbnlib import data
+    from sbnlib.experiments import pipelines as ex
+    from sbnlib.experiments import studies
+
+    from .conftest import make_toy_dataset
+    ds = make_toy_dataset()
+    monkeypatch.setitem(data.DERIVED, "toy_ablation", lambda **kw: ds)
+    P = ex.resolve_params("toy_ablation", "smoke", batch_sizes=[8], output_dir=str(tmp_path))
+    lr_for = {("sbn", 8): 0.05, ("random", 8): 0.05}
+    grid = dict(batch_sizes=[8], seeds=2, scorers=["feature_std"], strategies=["mean"], rates=[0.0, 0.5, 1.0])
+    a, df, _ = studies.train_ablation(P, lr_for, **grid, progress=False)
+    files = sorted((tmp_path / "toy_ablation" / "runs").glob("*.json"))
+    assert a["rates"] == [0.0, 0.5, 1.0] and len(df) == len(files) == 2 * (1 + 3 + 1)  # grid + sbn rates + random
+    assert (df.method == "random").sum() == 2 and set(df[df.method == "random"].threshold_rate) == {0.5}
+    assert not list((tmp_path / "toy_ablation").glob("ablation*"))  # no table written
+    stamps = [f.stat().st_mtime_ns for f in files]
+    monkeypatch.setattr(studies, "chosen_learning_rates", lambda selection: lr_for)
+    monkeypatch.setattr(studies, "tune", lambda P, progress=True: None)  # the selection: as above
+    out = studies.ablation(P, ds, **grid, progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing retrained
+    assert (tmp_path / "toy_ablation" / "ablation.md").exists() and len(out["frame"]) == len(files)

@@ -192,13 +192,12 @@ def _train_grid(P: Params, build, what: str, progress: bool):
 # Ablation: scorer x threshold grid, rate sweep, random control at the same rates
 # ----------------------------------------------------------------------------------------------
 
-def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategies=None, rates=None,
-             progress: bool = True) -> dict:
-    """Run the ablation grid of :func:`sbnlib.experiments.sweep.ablation_configs`; write tables and the figure.
-
-    ``None`` takes the value of ``sbnlib.experiments.sweep.ABLATION[profile]``.
-    """
-
+def train_ablation(P: Params, lr_for, batch_sizes=None, seeds=None, scorers=None, strategies=None, rates=None,
+                   progress: bool = True):
+    """Train the ablation grid of :func:`sbnlib.experiments.sweep.ablation_configs` (the runs without a
+    result file in ``<out>/runs/``) at the rates ``lr_for`` (``{(method, batch_size): lr}``); no table is
+    written. ``None`` takes the value of ``sbnlib.experiments.sweep.ABLATION[profile]``.
+    Returns (the grid's parameters, the results' rows, the results)."""
     a = dict(ABLATION[P.profile])
     for k, v in (("batch_sizes", batch_sizes), ("seeds", seeds), ("scorers", scorers),
                  ("strategies", strategies), ("rates", rates)):
@@ -207,10 +206,17 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     a["batch_sizes"] = _check_int_list("batch_sizes", a["batch_sizes"])
     if isinstance(a["rates"], str):
         a["rates"] = [float(r) for r in _split(a["rates"])]
-
-    lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
     df, results = _train_grid(P, lambda: ablation_configs(P.dataset, P.sweep, a["batch_sizes"], a["seeds"], a["scorers"],
                                                      a["strategies"], a["rates"], lr_for), "ablation", progress)
+    return a, df, results
+
+
+def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategies=None, rates=None,
+             progress: bool = True) -> dict:
+    """Train the ablation grid (:func:`train_ablation`, at the experiment's learning rates); write its
+    tables and figure."""
+    lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
+    a, df, results = train_ablation(P, lr_for, batch_sizes, seeds, scorers, strategies, rates, progress)
     df["selection"] = [f"random, rate {r:g}" if m == "random" else
                        (f"rate {r:g}" if t == "rate" else f"{s} / {t}")
                        for m, s, t, r in zip(df.method, df.scorer, df.threshold, df.threshold_rate)]
