@@ -407,7 +407,10 @@ the fraction of batches it normalised. Means with 95% confidence intervals over 
 
 The first table lists each batch selection with the fraction of batches it normalised and its test
 accuracy (%). The second compares, at each rate, heterogeneity-selected batches against random
-ones with the paired tests and the verdict rule of the experiment notebook."""),
+ones with the paired tests and the verdict rule of the experiment notebook. Column `bn converged`
+says whether BN (the evaluation sweep's runs at these seeds) reached the dataset's target accuracy
+at that batch size; where it did not, the verdict reads *baseline not converged* and is not
+counted, as in every other verdict table."""),
     new_code_cell("""\
 display(out["table"])
 display(out["vs_random"])"""),

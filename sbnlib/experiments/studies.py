@@ -211,6 +211,22 @@ def train_ablation(P: Params, lr_for, batch_sizes=None, seeds=None, scorers=None
     return a, df, results
 
 
+def _label_ablation(P: Params, comps: pd.DataFrame, lr_for, a: dict, progress: bool) -> pd.DataFrame:
+    """Issue 11's rule on the ablation's verdicts: where BN's mean test accuracy at that batch size
+    misses the dataset's target, the verdict reads NOT_CONVERGED. BN's runs are the evaluation
+    sweep's at the ablation's seeds (cached from it; trained only on a dataset with a target)."""
+    converged = {}
+    if P.dataset in tables.BN_TARGETS:
+        bn, _ = _train_grid(P, lambda: experiment_configs(P.dataset, dict(P.sweep, methods=["bn"], seeds=a["seeds"],
+                                                                          batch_sizes=a["batch_sizes"]), lr_for),
+                            "ablation's bn reference", progress)
+        converged = tables.bn_converged(bn, P.dataset)
+    comps = tables.label_unconverged(comps.set_index("batch_size"), converged, ["verdict"]).reset_index()
+    comps["bn converged"] = [{True: "yes", False: "no", None: "no target"}[converged.get(int(b))]
+                             for b in comps.batch_size]
+    return comps
+
+
 def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategies=None, rates=None,
              progress: bool = True) -> dict:
     """Train the ablation grid (:func:`train_ablation`, at the experiment's learning rates); write its
@@ -231,6 +247,7 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
                                              baseline="random", by="threshold_rate").assign(batch_size=b)
                        for b in a["batch_sizes"]], ignore_index=True)
     comps = comps[["batch_size", "threshold_rate", "n", "mean_diff", "ci_low", "ci_high", "p_wilcoxon_holm", "verdict"]]
+    comps = _label_ablation(P, comps, lr_for, a, progress)
     prov = tables.make_provenance(ds.provenance, P.profile, {**P.sweep, "ablation": a}, results)
     tables.write_table(table, P.out, "ablation", f"{P.dataset}: ablation, accuracy against the fraction normalised",
                        prov, "Test accuracy (%) mean and std over seeds for each batch selection: scorer / threshold "
@@ -239,7 +256,9 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     tables.write_table(comps.set_index(["batch_size", "threshold_rate"]), P.out, "ablation_vs_random",
                        f"{P.dataset}: heterogeneity-selected vs random batches at the same rate", prov,
                        "Paired difference sbn - random in test accuracy (fraction, not %), 95% bootstrap CI, "
-                       "Holm-adjusted Wilcoxon p across rates; " + stats.VERDICT_RULE)
+                       "Holm-adjusted Wilcoxon p across rates; " + stats.VERDICT_RULE + " Column bn converged: did "
+                       "BN's mean test accuracy (the evaluation sweep's bn runs at these seeds) reach its target on "
+                       f"this dataset? Where it did not, the verdict reads '{evidence.NOT_CONVERGED}' and is not counted.")
     fig = plot_ablation(df, P.out / "ablation.png", title=f"{P.dataset}: accuracy vs fraction of batches normalised")
     return {"table": table, "vs_random": comps, "figure": fig, "frame": df}
 
