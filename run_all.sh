@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole replication suite into outputs/ with papermill:
-#   for each dataset: notebooks/experiment.ipynb -> outputs/<dataset>/ (and the ablation notebook on one dataset),
+#   for each dataset: notebooks/experiment.ipynb -> outputs/<dataset>/ (and the ablation and readings notebooks on some),
 #   then for each dataset: notebooks/feasibility.ipynb (training-free; run last so that the recommendation in each
 #   feasibility report rests on every benchmark measured in this run),
 #   then notebooks/summary.ipynb -> outputs/summary.ipynb and outputs/REPORT.md; HTML of every executed notebook.
@@ -12,7 +12,7 @@ usage() {
   cat <<'USAGE'
 usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
-                    [--ablation-dataset NAME | --no-ablation] [--readings-datasets "NAMES" | --no-readings]
+                    [--ablation-datasets "NAMES" | --no-ablation] [--readings-datasets "NAMES" | --no-readings]
                     [--scheduler ADDR]
   --profile        smoke (minutes, for CI), quick (a newcomer's first run), cpu (default: the committed results;
                    hours, resumable across sittings), paper (full data; GPU or a long run). See README for measured times.
@@ -24,8 +24,9 @@ usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion
                    local processes; needs pip install "sbnlib[cluster]" (--jobs is then ignored)
   --output-dir     default outputs for the cpu profile (the committed results), outputs/<profile> for the others
   --allow-missing  exit 0 even if a dataset's files are missing (it is still reported as not run)
-  --ablation-dataset  run notebooks/ablation.ipynb on this dataset after its experiment (default fashion_mnist;
-                   skipped with a note when that dataset is not in --datasets or did not run)
+  --ablation-datasets  run notebooks/ablation.ipynb on these datasets after their experiments (default
+                   "fashion_mnist mnist_fmnist_mix"; a dataset not in --datasets, or that did not run, is skipped
+                   with a note; --ablation-dataset NAME is the same option)
   --no-ablation    do not run the ablation notebook
   --readings-datasets  run notebooks/readings.ipynb (every reading of the paper with its random control) on these
                    datasets after their experiments (default "fashion_mnist cifar10 mnist_fmnist_mix")
@@ -37,7 +38,8 @@ USAGE
 # here so that a misspelt name is refused before the virtual environment is set up
 KNOWN_DATASETS="mnist fashion_mnist cifar10 cifar100 mnist_fmnist_mix"
 known() { [[ " $KNOWN_DATASETS " == *" $1 "* ]]; }
-profile=cpu; datasets="$KNOWN_DATASETS"; jobs=2; out=""; allow_missing=0; download=0; ablation=fashion_mnist
+profile=cpu; datasets="$KNOWN_DATASETS"; jobs=2; out=""; allow_missing=0; download=0
+ablation="fashion_mnist mnist_fmnist_mix"
 readings="fashion_mnist cifar10 mnist_fmnist_mix"
 data_root="${SBN_DATA_ROOT:-}"; sched=()
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
     --output-dir) need "$1" "${2:-}"; out="$2"; shift 2 ;;
     --allow-missing) allow_missing=1; shift ;;
     --download) download=1; shift ;;
-    --ablation-dataset) need "$1" "${2:-}"; ablation="$2"; shift 2 ;;
+    --ablation-datasets|--ablation-dataset) need "$1" "${2:-}"; ablation="$2"; shift 2 ;;
     --no-ablation) ablation=""; shift ;;
     --readings-datasets) need "$1" "${2:-}"; readings="$2"; shift 2 ;;
     --no-readings) readings=""; shift ;;
@@ -67,7 +69,9 @@ for d in $datasets; do
   known "$d" || { echo "error: unknown dataset '$d'; choose from $KNOWN_DATASETS" >&2; exit 2; }
 done
 [ -n "${datasets// /}" ] || { echo "error: --datasets is empty" >&2; exit 2; }
-[ -z "$ablation" ] || known "$ablation" || { echo "error: unknown --ablation-dataset '$ablation'; choose from $KNOWN_DATASETS" >&2; exit 2; }
+for d in $ablation; do
+  known "$d" || { echo "error: unknown dataset '$d' in --ablation-datasets; choose from $KNOWN_DATASETS" >&2; exit 2; }
+done
 for d in $readings; do
   known "$d" || { echo "error: unknown dataset '$d' in --readings-datasets; choose from $KNOWN_DATASETS" >&2; exit 2; }
 done
@@ -144,7 +148,7 @@ extra_nb() {  # extra_nb NOTEBOOK DATASET: a notebook that reuses DATASET's expe
     echo "== $1 on $2: NOT RUN ($2 was not among the datasets that ran)"
   fi
 }
-[ -n "$ablation" ] && extra_nb ablation "$ablation"
+for d in $ablation; do extra_nb ablation "$d"; done
 for d in $readings; do extra_nb readings "$d"; done
 
 # The feasibility notebooks train nothing; they run after every experiment so that the recommendation in each

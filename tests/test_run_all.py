@@ -21,7 +21,8 @@ from .conftest import REPO
         (["--frobnicate"], "unknown option '--frobnicate'"),
         (["--datasets", ""], "--datasets needs a value"),
         (["--datasets", "  "], "--datasets is empty"),
-        (["--ablation-dataset", "svhn"], "unknown --ablation-dataset 'svhn'"),
+        (["--ablation-dataset", "svhn"], "unknown dataset 'svhn' in --ablation-datasets"),
+        (["--ablation-datasets", "mnist svhn"], "unknown dataset 'svhn' in --ablation-datasets"),
         (["--readings-datasets", "mnist svhn"], "unknown dataset 'svhn' in --readings-datasets"),
     ],
 )
