@@ -282,3 +282,18 @@ def test_reports_show_paths_inside_the_repository_relative_and_count_epochs_righ
     assert shown_path(REPO / "outputs" / "mnist" / "evidence.json") == str(Path("outputs") / "mnist" / "evidence.json")
     assert shown_path("/nowhere/else/evidence.json") == "/nowhere/else/evidence.json"
     assert plural(8, "epoch") == "8 epochs" and plural(2, "batch") == "2 batches" and plural(1, "epoch") == "1 epoch"
+
+
+def test_ablation_sentences_state_the_extremes_the_best_selection_and_the_verdicts_vs_random():
+    idx = pd.MultiIndex.from_tuples([(4, "rate 0"), (4, "rate 1"), (4, "a / mean"), (4, "b / otsu"),
+                                     (8, "rate 0"), (8, "rate 1"), (8, "a / mean")], names=["batch_size", "selection"])
+    acc = pd.DataFrame({"frac_normalized": [0, 1, 0.5, 0.8, 0, 1, 0.4],
+                        "acc_mean": [80.0, 90.0, 85.0, 86.5, 81.0, 91.0, 84.0]}, index=idx)
+    vs = pd.DataFrame({"batch_size": [4, 4, 8, 8], "threshold_rate": [0.25, 0.5, 0.25, 0.5],
+                       "mean_diff": [0.002, 0.001, -0.003, 0.0],
+                       "verdict": ["supported", "inconclusive", evidence.NOT_CONVERGED, evidence.NOT_CONVERGED]})
+    lines = report.ablation_sentences(acc, vs, "toy")
+    assert lines[0] == ("- **toy**, B=4: rate 1 (every batch normalised) 90.00%, rate 0 (none) 80.00%, best scorer / "
+                        "threshold `b / otsu` 86.50% (normalising 80% of batches). Heterogeneity-selected vs random "
+                        "batches at the same rate: supported at rate 0.25 (+0.20 pp); inconclusive at rate 0.5.")
+    assert lines[1].endswith(f"*{evidence.NOT_CONVERGED}* (not counted) at rate 0.25, 0.5.")

@@ -17,7 +17,8 @@ from . import stats
 from .tables import BN_TARGETS, COLLAPSE_COLUMNS, STABILITY_METRICS, markdown_table
 
 __all__ = ["C1_RULE", "C2_RULE", "collapse_sentences", "sanity_sentences", "verdict_sentences",
-           "convergence_sentences", "readings_sentences", "VERDICT_COLUMNS", "evidence_record", "write_report"]
+           "convergence_sentences", "readings_sentences", "ablation_sentences", "VERDICT_COLUMNS", "evidence_record",
+           "write_report"]
 
 C1_RULE = ("C1 (selective BN reaches better test accuracy than traditional BN), per batch size: "
            + stats.VERDICT_RULE)
@@ -138,6 +139,33 @@ def readings_sentences(table: pd.DataFrame, dataset: str) -> List[str]:
         lines.append(f"- **{dataset}**, reading `{name}`: {' and '.join(said)} "
                      f"(of B = {', '.join(counted) or 'none'}{skipped}).")
     return lines
+def ablation_sentences(table: pd.DataFrame, vs_random: pd.DataFrame, dataset: str) -> List[str]:
+    """A dataset's ablation (``ablation.csv``, indexed by batch size and selection; ``ablation_vs_random.csv``)
+    in words, one line per batch size: accuracy with every batch normalised (rate 1), with none (rate 0)
+    and with the best scorer / threshold selection, then the verdicts of heterogeneity-selected against
+    random batches at the same rate."""
+    lines = []
+    for b, grp in table.groupby(level=0):
+        acc = grp.droplevel(0)
+        chosen = acc[acc.index.str.contains(" / ")]
+        parts = [f"rate {r} ({'every batch normalised' if r == '1' else 'none'}) {acc.loc[f'rate {r}', 'acc_mean']:.2f}%"
+                 for r in ("1", "0") if f"rate {r}" in acc.index]
+        if len(chosen):
+            best = chosen.acc_mean.idxmax()
+            parts.append(f"best scorer / threshold `{best}` {chosen.loc[best, 'acc_mean']:.2f}% "
+                         f"(normalising {100 * chosen.loc[best, 'frac_normalized']:.0f}% of batches)")
+        mine = vs_random[vs_random.batch_size == b]
+        said = [f"{f'*{v}* (not counted)' if v == NOT_CONVERGED else v} at rate "
+                f"{', '.join(f'{r:g}' for r in grp_v.threshold_rate)}"
+                + ("" if v in ("inconclusive", NOT_CONVERGED) else
+                   f" ({', '.join(f'{100 * d:+.2f} pp' for d in grp_v.mean_diff)})")
+                for v, grp_v in mine.groupby("verdict", sort=False)]
+        verdicts = "; ".join(said) if said else "no rate compared"
+        lines.append(f"- **{dataset}**, B={b}: {', '.join(parts)}. Heterogeneity-selected vs random batches at the "
+                     f"same rate: {verdicts}.")
+    return lines
+
+
 VERDICT_COLUMNS = ("C1", "C2", "sbn vs random", "sbn vs gn", "bn converged")
 
 
