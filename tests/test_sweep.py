@@ -224,3 +224,37 @@ def test_ablation_verdicts_rest_on_a_converged_bn(tmp_path, monkeypatch, target,
     assert (vs.verdict == NOT_CONVERGED).all() == (expect == "no")
     assert len(list((tmp_path / "toy_ablation" / "runs").glob("*_bn_b8_*.json"))) == 2  # BN at the ablation's seeds
     assert "bn converged" in (tmp_path / "toy_ablation" / "ablation_vs_random.md").read_text()
+
+
+def test_ablation_cost_counts_the_runs_beyond_the_evaluation_sweep(tmp_path, monkeypatch):
+    import json
+
+    from sbnlib import data
+    from sbnlib.experiments import pipelines as ex
+    from sbnlib.experiments import studies
+
+    from .conftest import make_toy_dataset
+    ds = make_toy_dataset()
+    monkeypatch.setitem(data.DERIVED, "toy_ablation", lambda **kw: ds)
+    P = ex.resolve_params("toy_ablation", "smoke", batch_sizes=[8], output_dir=str(tmp_path))
+    lr_for = {("sbn", 8): 0.05, ("random", 8): 0.05}
+    monkeypatch.setattr(studies, "chosen_learning_rates", lambda selection: lr_for)
+    monkeypatch.setattr(studies, "tune", lambda P, progress=True: None)
+    out = studies.ablation(P, ds, batch_sizes=[8], seeds=2, scorers=["feature_std"], strategies=["mean"],
+                           rates=[0.0, 0.5, 1.0], progress=False)
+    df = out["frame"]
+    cost = json.loads((tmp_path / "toy_ablation" / "ablation_cost.json").read_text())
+    # feature_std / mean is the evaluation sweep's sbn: its 2 seeds are shared, the rest are the ablation's own
+    shared = (df.method == "sbn") & (df.threshold == "mean")
+    assert cost["runs"] == len(df) and cost["runs_beyond_the_evaluation_sweep"] == int((~shared).sum()) == len(df) - 2
+    assert cost["training_time_s"] == pytest.approx(df[~shared].wall_time_s.sum(), abs=0.1)
+    row = studies._cost_table(tmp_path, ["toy_ablation"], {"toy_ablation": {}}).iloc[0]
+    assert row["ablation runs"] == len(df) - 2 and row["readings runs"] == 0
+    assert 3600 * row["ablation (h)"] == pytest.approx(cost["training_time_s"], abs=0.1)
+    # a run the readings have too is counted once, with the readings
+    one = sorted(cost["training_time_s_by_run"].items())[0]
+    (tmp_path / "toy_ablation" / "readings_cost.json").write_text(json.dumps(
+        {"runs_beyond_the_evaluation_sweep": 1, "training_time_s": one[1], "training_time_s_by_run": dict([one])}))
+    row = studies._cost_table(tmp_path, ["toy_ablation"], {"toy_ablation": {}}).iloc[0]
+    assert (row["readings runs"], row["ablation runs"]) == (1, len(df) - 3)
+    assert 3600 * (row["readings (h)"] + row["ablation (h)"]) == pytest.approx(cost["training_time_s"], abs=0.1)

@@ -91,21 +91,28 @@ def _cost_table(out, ran, statuses=None) -> pd.DataFrame:
     """Per dataset, the runs behind its tables and their training time in single-thread hours: the
     learning-rate selection (``lr_selection.csv``: runs and summed ``train_time_s``), the
     evaluation sweep (``status.json``: ``runs`` and ``training_time_s``; ``statuses``: those already
-    read) and, where a dataset has them, the readings' own runs (``readings_cost.json``); a total row."""
+    read) and, where a dataset has them, the readings' and the ablation's own runs
+    (``readings_cost.json``, ``ablation_cost.json``); a total row."""
     rows = []
     for d in ran:
-        sel_path, readings_path = out / d / "lr_selection.csv", out / d / "readings_cost.json"
+        sel_path = out / d / "lr_selection.csv"
         status = statuses[d] if statuses is not None else evidence.read_status(out / d)
         sel = pd.read_csv(sel_path, comment="#") if sel_path.exists() else pd.DataFrame()
         tune_s = float(sel["train_time_s"].sum()) if "train_time_s" in sel else float("nan")
         eval_s = float(status.get("training_time_s", float("nan")))
-        rd_cost = _read_json(readings_path, f"rerun notebooks/readings.ipynb on {d}") if readings_path.exists() else {}
-        rd_s = float(rd_cost.get("training_time_s", 0.0))
-        rows.append({"dataset": d, "selection runs": int(sel["n_seeds"].sum()) if "n_seeds" in sel else 0,
-                     "selection (h)": tune_s / 3600, "evaluation runs": int(status.get("runs", 0)),
-                     "evaluation (h)": eval_s / 3600,
-                     "readings runs": int(rd_cost.get("runs_beyond_the_evaluation_sweep", 0)),
-                     "readings (h)": rd_s / 3600, "total (h)": (tune_s + eval_s + rd_s) / 3600})
+        row = {"dataset": d, "selection runs": int(sel["n_seeds"].sum()) if "n_seeds" in sel else 0,
+               "selection (h)": tune_s / 3600, "evaluation runs": int(status.get("runs", 0)), "evaluation (h)": eval_s / 3600}
+        total, seen = tune_s + eval_s, set()
+        for study in ("readings", "ablation"):  # a run both studies have (e.g. spectral_split / mean) counts once
+            path = out / d / f"{study}_cost.json"
+            cost = _read_json(path, f"rerun notebooks/{study}.ipynb on {d}") if path.exists() else {}
+            by_run = {h: t for h, t in cost.get("training_time_s_by_run", {}).items() if h not in seen}
+            seen |= set(by_run)
+            row[f"{study} runs"] = len(by_run) if by_run else int(cost.get("runs_beyond_the_evaluation_sweep", 0))
+            secs = sum(by_run.values()) if by_run else float(cost.get("training_time_s", 0.0))
+            row[f"{study} (h)"] = secs / 3600
+            total += secs
+        rows.append({**row, "total (h)": total / 3600})
     cost = pd.DataFrame(rows)
     if len(cost) > 1:
         cost = pd.concat([cost, cost.drop(columns="dataset").sum(min_count=1).to_frame().T.assign(dataset="all")],
@@ -164,7 +171,8 @@ COST_NOTE = (
     "Selection: the learning-rate selection on the validation split (`lr_selection`); evaluation: the sweep "
     "behind the verdicts; readings: the runs of the readings of the paper (`readings`) that the evaluation sweep "
     "does not already have (0 where a dataset's readings have not been run). `--jobs N` trains N runs at once, so "
-    "on N free cores the wall time can approach this divided by N. The ablation comes on top.")
+    "on N free cores the wall time can approach this divided by N. Ablation: its runs (`ablation`) that neither the "
+    "evaluation sweep nor the readings already have (0 where a dataset's ablation has not been run).")
 
 
 ABLATION_NOTE = (
@@ -248,6 +256,7 @@ def ablation(P: Params, ds, batch_sizes=None, seeds=None, scorers=None, strategi
     tables and figure."""
     lr_for = chosen_learning_rates(tune(P, progress=progress))  # the experiment's choices (its runs are cached)
     a, df, results = train_ablation(P, lr_for, batch_sizes, seeds, scorers, strategies, rates, progress)
+    _write_cost(P, lr_for, results, "ablation")
     df["selection"] = [f"random, rate {r:g}" if m == "random" else
                        (f"rate {r:g}" if t == "rate" else f"{s} / {t}")
                        for m, s, t, r in zip(df.method, df.scorer, df.threshold, df.threshold_rate)]
@@ -294,17 +303,20 @@ def train_readings(P: Params, lr_for, batch_sizes=None, seeds=None, names=None, 
                        "readings", progress)
 
 
-def _write_readings_cost(P: Params, lr_for, results) -> None:
-    """``readings_cost.json``: how many of the readings' runs the evaluation sweep does not already have
-    (``bn``, the default reading and its control are shared) and their recorded training time; REPORT's
-    cost table reads it."""
+def _write_cost(P: Params, lr_for, results, study: str) -> None:
+    """``<study>_cost.json``: how many of a study's runs the evaluation sweep does not already have
+    (the readings share ``bn``, the default reading and its control; the ablation its default scorer
+    and threshold), their recorded training time, and each one's (by config hash, so that REPORT's
+    cost table counts a run that the readings and the ablation share once)."""
     selected = [(m, b) for m in P.sweep["methods"] for b in P.sweep["batch_sizes"] if (m, b) in lr_for]
     sweep = {config_hash(c) for m, b in selected
              for c in experiment_configs(P.dataset, dict(P.sweep, methods=[m], batch_sizes=[b]), lr_for)}
     extra = [r for r in results if r["config_hash"] not in sweep]
-    atomic_write_json(P.out / "readings_cost.json", {
+    atomic_write_json(P.out / f"{study}_cost.json", {
         "dataset": P.dataset, "runs": len(results), "runs_beyond_the_evaluation_sweep": len(extra),
-        "training_time_s": round(sum(float(r.get("wall_time_s", 0.0)) for r in extra), 1)})
+        "training_time_s": round(sum(float(r.get("wall_time_s", 0.0)) for r in extra), 1),
+        "training_time_s_by_run": {r["config_hash"]: round(float(r.get("wall_time_s", 0.0)), 2)
+                                   for r in sorted(extra, key=lambda r: r["config_hash"])}})
 
 
 def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=None, progress: bool = True) -> dict:
@@ -321,7 +333,7 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     if lr_for is None:
         lr_for = chosen_learning_rates(tune(P, progress=progress))
     df, results = train_readings(P, lr_for, batch_sizes, seeds, names, progress)
-    _write_readings_cost(P, lr_for, results)
+    _write_cost(P, lr_for, results, "readings")
     out = rd.readings_table(df, names, base=rd.base_fields(P.sweep))
     if len(out["table"]):  # issue 11's rule: a verdict where BN missed its target is not counted
         out["table"] = tables.label_unconverged(out["table"], tables.bn_converged(df, P.dataset),
