@@ -139,6 +139,8 @@ def readings_sentences(table: pd.DataFrame, dataset: str) -> List[str]:
         lines.append(f"- **{dataset}**, reading `{name}`: {' and '.join(said)} "
                      f"(of B = {', '.join(counted) or 'none'}{skipped}).")
     return lines
+
+
 def ablation_sentences(table: pd.DataFrame, vs_random: pd.DataFrame, dataset: str) -> List[str]:
     """A dataset's ablation (``ablation.csv``, indexed by batch size and selection; ``ablation_vs_random.csv``)
     in words, one line per batch size: accuracy with every batch normalised (rate 1), with none (rate 0)

@@ -106,10 +106,13 @@ def _cost_table(out, ran, statuses=None) -> pd.DataFrame:
         for study in ("readings", "ablation"):  # a run both studies have (e.g. spectral_split / mean) counts once
             path = out / d / f"{study}_cost.json"
             cost = _read_json(path, f"rerun notebooks/{study}.ipynb on {d}") if path.exists() else {}
-            by_run = {h: t for h, t in cost.get("training_time_s_by_run", {}).items() if h not in seen}
-            seen |= set(by_run)
-            row[f"{study} runs"] = len(by_run) if by_run else int(cost.get("runs_beyond_the_evaluation_sweep", 0))
-            secs = sum(by_run.values()) if by_run else float(cost.get("training_time_s", 0.0))
+            if "training_time_s_by_run" in cost:
+                by_run = {h: t for h, t in cost["training_time_s_by_run"].items() if h not in seen}
+                seen |= set(by_run)
+                row[f"{study} runs"], secs = len(by_run), sum(by_run.values())
+            else:  # a file written before the per-run times: its totals
+                row[f"{study} runs"] = int(cost.get("runs_beyond_the_evaluation_sweep", 0))
+                secs = float(cost.get("training_time_s", 0.0))
             row[f"{study} (h)"] = secs / 3600
             total += secs
         rows.append({**row, "total (h)": total / 3600})
