@@ -314,8 +314,7 @@ def _verdicts(P: Params, df: pd.DataFrame, acc: dict, stab: dict) -> pd.DataFram
     verdict_cols = ["C1", "C2", "sbn vs random", "sbn vs gn", "C1 vs bn"]
     acc["accuracy"] = tables.label_unconverged(acc["accuracy"], converged, verdict_cols)
     verdicts = tables.label_unconverged(verdicts.set_index("batch_size"), converged, verdict_cols).reset_index()
-    verdicts["bn converged"] = [{True: "yes", False: "no", None: "no target"}[converged.get(int(b))]
-                                for b in verdicts.batch_size]
+    verdicts["bn converged"] = tables.converged_column(verdicts.batch_size, converged)
     return verdicts
 
 

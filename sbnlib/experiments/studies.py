@@ -248,8 +248,7 @@ def _label_ablation(P: Params, comps: pd.DataFrame, lr_for, a: dict, progress: b
                             "ablation's bn reference", progress)
         converged = tables.bn_converged(bn, P.dataset)
     comps = tables.label_unconverged(comps.set_index("batch_size"), converged, ["verdict"]).reset_index()
-    comps["bn converged"] = [{True: "yes", False: "no", None: "no target"}[converged.get(int(b))]
-                             for b in comps.batch_size]
+    comps["bn converged"] = tables.converged_column(comps.batch_size, converged)
     return comps
 
 
@@ -314,12 +313,11 @@ def _write_cost(P: Params, lr_for, results, study: str) -> None:
     selected = [(m, b) for m in P.sweep["methods"] for b in P.sweep["batch_sizes"] if (m, b) in lr_for]
     sweep = {config_hash(c) for m, b in selected
              for c in experiment_configs(P.dataset, dict(P.sweep, methods=[m], batch_sizes=[b]), lr_for)}
-    extra = [r for r in results if r["config_hash"] not in sweep]
-    atomic_write_json(P.out / f"{study}_cost.json", {
-        "dataset": P.dataset, "runs": len(results), "runs_beyond_the_evaluation_sweep": len(extra),
-        "training_time_s": round(sum(float(r.get("wall_time_s", 0.0)) for r in extra), 1),
-        "training_time_s_by_run": {r["config_hash"]: round(float(r.get("wall_time_s", 0.0)), 2)
-                                   for r in sorted(extra, key=lambda r: r["config_hash"])}})
+    by_run = {r["config_hash"]: round(float(r.get("wall_time_s", 0.0)), 2)
+              for r in sorted(results, key=lambda r: r["config_hash"]) if r["config_hash"] not in sweep}
+    atomic_write_json(P.out / f"{study}_cost.json", {  # the totals are the per-run times summed, as the cost table sums them
+        "dataset": P.dataset, "runs": len(results), "runs_beyond_the_evaluation_sweep": len(by_run),
+        "training_time_s": round(sum(by_run.values()), 2), "training_time_s_by_run": by_run})
 
 
 def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=None, progress: bool = True) -> dict:

@@ -109,6 +109,12 @@ def label_unconverged(table: pd.DataFrame, converged: Dict[int, Optional[bool]],
     return out
 
 
+def converged_column(sizes, converged: Dict[int, Optional[bool]]) -> list:
+    """The ``bn converged`` column of a verdict table: per batch size in ``sizes``, "yes", "no" or
+    "no target" (:func:`bn_converged`'s True, False, None)."""
+    return [{True: "yes", False: "no", None: "no target"}[converged.get(int(b))] for b in sizes]
+
+
 def convergence_table(df: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     """Per batch size and method, means over seeds: the learning rate used, final training accuracy
     (the last epoch's batches as trained), final validation accuracy and the validation accuracy
