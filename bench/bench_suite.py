@@ -17,9 +17,14 @@
 5. Packed seeds (issue 12): training images per second summed over 8 seeds of one configuration,
    ``sbnlib.experiments.packed.train_packed`` on all 8 at once (and in groups of ``pack_size(B)``, as a sweep
    packs them; and with ``torch.compile``, compile time included) against the single trainer run
-   after run, on one thread, at B = 2, 8, 32, 128, side by side (MNIST subset, one epoch). Whole
-   runs (with evaluation) and the step loops alone. Targets: >= 3x at B=2, >= 2x at B=8, never
-   slower where a sweep packs. ``--only packed`` runs this section alone and updates it in place.
+   after run, on one thread, at B = 2, 4, 8, 32, 128, side by side. Each run is a ``cpu``-profile run
+   on a tenth of its images (the profile's recipe: 8 epochs, validation split and evaluation every
+   epoch, test set and end-of-run measurements; 1,000 MNIST training and 1,000 test images; the
+   shift probe's 20 checkpoints scaled to 2), so a run's evaluation weighs about what it weighs in
+   the sweep (the running-statistics drift reads 1,000 images whatever the run, so it weighs up to
+   10x more here; it runs on single models in both engines). Whole runs and the step
+   loops alone. Targets: >= 3x at B=2, >= 2x at B=8, never slower where a sweep packs (from B=32 a
+   sweep trains single runs). ``--only packed`` runs this section alone and updates it in place.
 
 Figures, not assertions: the script prints them and writes a Markdown file with the machine.
 """
@@ -73,16 +78,20 @@ BOUNDS = """\
 - `--jobs 2` on 12 runs of a few seconds each pays the start-up of two spawned worker processes
   (importing torch) inside a 15-20 s measurement; on the full `cpu` sweep the summed single-thread
   training time divided by the wall time is the better figure (README, profile table).
-- Packed seeds remove per-operation overhead from the step loops only: each seed's evaluation,
-  running-statistics drift and inference policies still run on its unpacked single model, so on
-  these one-epoch runs of 1,000 images the whole-run ratio stays below the step-loop ratio (a
-  `cpu`-profile run trains 8 epochs of 9,000 images, where the loops dominate). Selective BN's
-  packed steps with some seeds on and some off normalise every channel and select per seed, so
-  `sbn` gains less than `bn`. Beyond about 32 images per packed step the activations outgrow the
-  caches and a packed step is slower than the single steps it replaces, which is why a sweep packs
-  `pack_size(B) = 32 // B` seeds (none from B=32 on). The machine's other core runs other jobs, so
-  ratios move by tens of percent from run to run; torch.compile (inductor, CPU) costs a minute of
-  compilation per shape and its steps were not faster."""
+- Packed seeds remove per-operation overhead, and what is left is torch's CPU kernels: a packed
+  step runs each operation once on S times the channels, and grouped convolutions, their backward
+  pass, BN and max-pool over those wider tensors cost nearly as much as the S single operations
+  they replace, more so as the batch grows (`python bench/profile_packed.py` shows where a group's
+  loop goes). Selective BN's packed steps with some seeds on and some off normalise every channel
+  and keep each seed's own output, while a single run that skips a batch skips the BN work, so
+  `sbn` gains less than `bn`. The evaluation, shift probe, running-statistics drift and inference
+  policies run seed by seed on unpacked single models in both engines (the same work), so the
+  whole-run ratios sit a little below the step-loop ratios. From B=32 packing gains little for
+  `bn` and loses for `sbn`, and at B=128 it loses for both (the S=8 rows), which is why a sweep packs
+  `pack_size(B) = 32 // B` seeds (none from B=32 on). torch.compile (inductor, CPU) costs a minute
+  of compilation per shape and its steps were not faster. A faster formulation (other kernels,
+  layouts or fused layers) changes the last float bits of packed runs, so it needs a new engine
+  name and a rerun of every committed packed run."""
 
 
 def _table(header, rows):
@@ -184,58 +193,89 @@ def bench_jobs(data_root):
                   [(len(configs), f"{walls[1]:.1f}", f"{walls[2]:.1f}", f"{walls[1] / walls[2]:.2f}x")])
 
 
-def bench_packed(data_root, seeds=8, n_train=1000, n_test=500, methods=("bn", "sbn")):
-    print(f"\n## Packed seeds vs single runs ({seeds} seeds, {n_train} MNIST images, one epoch, 1 thread)")
+ENGINE_LABELS = {"single": "single, run after run", "packed": "packed, S={S}",
+                 "packed_as_sweep": "packed as a sweep packs, S={S}",
+                 "packed_compiled": "packed + torch.compile, S={S} (compile time included)"}
+
+
+def bench_packed(data_root, seeds=8, n_train=1000, n_test=1000, methods=("bn", "sbn")):
+    print(f"\n## Packed seeds vs single runs ({seeds} seeds, cpu-profile runs on {n_train} MNIST images, 1 thread)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     small = load_dataset("mnist", root=data_root, n_train=n_train, n_test=n_test)
     data = (small, small.normalize(small.x_train), small.normalize(small.x_test))
+    # the sweep's runs on a tenth of the images; the shift probe's checkpoints, a fixed number per run,
+    # are scaled with them, so that its share of a run stays what it is in the sweep
+    recipe = profile_params("cpu", "mnist", n_train=n_train, n_test=n_test)
+    recipe["probe_points"] = max(1, round(recipe["probe_points"] * n_train / profile_params("cpu")["n_train"]))
     rows = []
-    for b in (2, 8, 32, 128):
-        tiny = load_dataset("mnist", root=data_root, n_train=4 * b, n_test=100)  # warm-up: kernels for these shapes
+    for b in (2, 4, 8, 32, 128):
+        tiny = load_dataset("mnist", root=data_root, n_train=max(40, 4 * b), n_test=100)  # warm-up: kernels for these shapes
         tiny = (tiny, tiny.normalize(tiny.x_train), tiny.normalize(tiny.x_test))
         for method in methods:
-            cfgs = [TrainConfig(dataset="mnist", method=method, batch_size=b, epochs=1, seed=s, n_train=n_train,
-                                n_test=n_test, probe_points=0, engine="packed") for s in range(seeds)]
+            cfgs = [dataclasses.replace(c, engine="packed") for c in experiment_configs(
+                "mnist", dict(recipe, methods=[method], batch_sizes=[b], seeds=seeds))]
             single = [dataclasses.replace(c, engine="single") for c in cfgs]
             k = pack_size(b)
-            engines = {  # name -> one sweep's runs (a list of records)
-                "single, run after run": lambda d: [train(c, dataset=d) for c in single],
-                f"packed, S={seeds}": lambda d: train_packed(cfgs, dataset=d),
+            engines = {  # (engine, group size) -> one sweep's runs (a list of records), run with `epochs` epochs
+                ("single", 1): lambda d, e=1: [train(dataclasses.replace(c, epochs=e), dataset=d) for c in single],
+                ("packed", seeds): lambda d, e=1: train_packed([dataclasses.replace(c, epochs=e) for c in cfgs],
+                                                               dataset=d),
             }
-            if k < seeds:  # what run_configs does at this batch size
-                engines[f"packed as a sweep packs, S={k}"] = \
-                    lambda d: [r for i in range(0, seeds, k) for r in train_packed(cfgs[i:i + k], dataset=d)]
-            if b <= 8 and method == "bn":
-                engines[f"packed + torch.compile, S={seeds} (compile time included)"] = \
-                    lambda d: train_packed(cfgs, dataset=d, compile=True)
-            for name, run in engines.items():
-                if "compile" not in name:
+            if 1 < k < seeds:  # what run_configs does at this batch size (from B=32 it trains single runs)
+                engines[("packed_as_sweep", k)] = lambda d, e=1: [
+                    r for i in range(0, seeds, k) for r in train_packed(
+                        [dataclasses.replace(c, epochs=e) for c in cfgs[i:i + k]], dataset=d)]
+            if b in (2, 8) and method == "bn":
+                engines[("packed_compiled", seeds)] = lambda d, e=1: train_packed(
+                    [dataclasses.replace(c, epochs=e) for c in cfgs], dataset=d, compile=True)
+            for (engine, _), run in engines.items():
+                if engine != "packed_compiled":  # its warm-up would be a compilation of its own
                     run(tiny)
             base = None
-            for name, run in engines.items():  # interleaved: every engine at this B and method, in turn
+            for (engine, size), run in engines.items():  # interleaved: every engine at this B and method, in turn
                 t = time.perf_counter()
-                records = run(data)
+                records = run(data, cfgs[0].epochs)
                 wall = time.perf_counter() - t
                 loop = sum(r["loop_time_s"] for r in records)
                 images = sum(r["steps"]["n"] for r in records) * b
                 base = base or (images / wall, images / loop)
-                print(f"B={b:>4} {method:>4} {name:<58} {images / wall:8.0f} img/s ({images / wall / base[0]:.2f}x), "
+                print(f"B={b:>4} {method:>4} {ENGINE_LABELS[engine].format(S=size):<58} {images / wall:8.0f} img/s ({images / wall / base[0]:.2f}x), "
                       f"step loops {images / loop:8.0f} img/s ({images / loop / base[1]:.2f}x)", flush=True)
-                rows.append((b, method, name, f"{images / wall:.0f}", f"{images / wall / base[0]:.2f}x",
-                             f"{images / loop:.0f}", f"{images / loop / base[1]:.2f}x"))
+                rows.append(dict(batch_size=b, method=method, engine=engine, group_size=size, images_per_s=round(images / wall, 1),
+                                 ratio=round(images / wall / base[0], 3), loop_images_per_s=round(images / loop, 1),
+                                 loop_ratio=round(images / loop / base[1], 3)))
     torch.set_num_threads(threads)
-    return _table(["B", "method", "engine", "images/s, whole runs", "vs single", "images/s, step loops",
-                   "vs single"], rows)
+    return rows
+
+
+def packed_table(rows) -> str:
+    """Section 5's Markdown table from :func:`bench_packed`'s rows (also written as CSV beside BENCH.md)."""
+    return _table(["B", "method", "engine", "images/s, whole runs", "vs single", "images/s, step loops", "vs single"],
+                  [(r["batch_size"], r["method"], ENGINE_LABELS[r["engine"]].format(S=r["group_size"]), f"{r['images_per_s']:.0f}", f"{r['ratio']:.2f}x",
+                    f"{r['loop_images_per_s']:.0f}", f"{r['loop_ratio']:.2f}x") for r in rows])
+
+
+def write_packed_csv(rows, bench_md) -> Path:
+    """The rows as ``BENCH_packed.csv`` beside ``bench_md``: the ratios other scripts read (``bench/packing_hours.py``)."""
+    path = Path(bench_md).with_name("BENCH_packed.csv")
+    header = list(rows[0])
+    text = ",".join(header) + "\n" + "".join(",".join(str(r[k]) for k in header) + "\n" for r in rows)
+    atomic_write_bytes(path, text.encode())
+    return path
 
 
 def _splice(path, title, table):
     """``path``'s Markdown with the section ``## title`` replaced by (or, when absent, added as) ``table``."""
-    text = Path(path).read_text()
+    return _splice_text(Path(path).read_text(), title, table)
+
+
+def _splice_text(text, title, table):
+    """``text`` with the section ``## title`` replaced by (or, when absent, added as) ``table``."""
     head = f"## {title}"
     block = f"{head}\n\n{table}\n"
     if head not in text:
-        marker = "## What bounds the figures"
+        marker = f"## {BOUNDS_TITLE}"
         i = text.find(marker)
         return text[:i] + block + "\n" + text[i:] if i >= 0 else text.rstrip("\n") + "\n\n" + block
     start = text.index(head)
@@ -244,6 +284,7 @@ def _splice(path, title, table):
 
 
 PACKED_TITLE = "5. Packed seeds vs single runs, sweep throughput"
+BOUNDS_TITLE = "What bounds the figures that miss their targets"
 
 
 def main():
@@ -259,11 +300,14 @@ def main():
     print("machine:", machine)
     t0 = time.perf_counter()
     if args.only == "packed":
-        table = bench_packed(args.data_root)
+        rows = bench_packed(args.data_root)
+        table = packed_table(rows)
+        print("written", write_packed_csv(rows, args.out))
         item = __doc__[__doc__.index("5. Packed seeds"):__doc__.index("Figures, not assertions")]
         stamp = (" ".join(item.split()) + f"\n\nProduced by `python bench/bench_suite.py --only packed` in "
                  f"{time.perf_counter() - t0:.0f} s on {machine}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.")
-        atomic_write_bytes(args.out, _splice(args.out, PACKED_TITLE, f"{stamp}\n\n{table}").encode())
+        text = _splice(args.out, PACKED_TITLE, f"{stamp}\n\n{table}")
+        atomic_write_bytes(args.out, _splice_text(text, BOUNDS_TITLE, BOUNDS).encode())
         print("written", args.out)
         return
     ds = load_dataset("mnist", root=args.data_root)
@@ -275,12 +319,14 @@ def main():
         "4. Sweep throughput, --jobs 2 vs --jobs 1": bench_jobs(args.data_root),
         PACKED_TITLE: bench_packed(args.data_root),
     }
+    print("written", write_packed_csv(sections[PACKED_TITLE], args.out))
+    sections[PACKED_TITLE] = packed_table(sections[PACKED_TITLE])
     text = ["# Benchmarks", "", f"Produced by `python bench/bench_suite.py` in {time.perf_counter() - t0:.0f} s.",
             "", f"- machine: {machine}", f"- generated: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", "",
             (__doc__.split("\n\n", 1)[1].split("Figures, not assertions")[0]).strip(), ""]
     for title, table in sections.items():
         text += [f"## {title}", "", table, ""]
-    text += ["## What bounds the figures that miss their targets", "", BOUNDS, ""]
+    text += [f"## {BOUNDS_TITLE}", "", BOUNDS, ""]
     atomic_write_bytes(args.out, "\n".join(text).encode())
     print("written", args.out)
 

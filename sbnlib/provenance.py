@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 
-__all__ = ["git_commit", "produced", "numbers_from", "portable", "versions"]
+__all__ = ["git_commit", "produced", "numbers_from", "portable", "versions", "machine"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -88,3 +88,19 @@ def versions(*extras: str) -> Dict[str, str]:
     for name in extras:
         out[name] = importlib.import_module(name).__version__
     return out
+
+
+def machine() -> Dict[str, str]:
+    """The CPU a result record's numbers were computed on: its model and the instruction set torch
+    dispatches its kernels for. Training is bitwise deterministic on one machine; on another CPU
+    torch may pick other kernels (AVX2 or AVX-512), which sum in another order, so the same run can
+    differ there in the last float bits and, amplified over thousands of steps, in its metrics."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux: platform's answer stands
+        pass
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}

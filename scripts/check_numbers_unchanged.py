@@ -4,13 +4,13 @@
 ``smoke`` and ``cpu`` profiles: tuning, experiment, ablation and readings configurations of every
 dataset; (b) the result records of a few smoke-sized training runs (``bn``, ``sbn``, ``random``,
 ``gn``, ``sbn_frozen`` at scope ``input`` with re-formed batches, and ``sbn`` packed, through
-:func:`run_configs` with two worker processes), without the fields that record time, commit and
-versions. Run it on both checkouts and diff the outputs::
+:func:`run_configs` with two worker processes), without the fields that record time, commit,
+versions and machine. Run it on both checkouts and diff the outputs::
 
     PYTHONPATH=<checkout> python scripts/check_numbers_unchanged.py --data-root ../shared/data > out.txt
 
-Training is bitwise deterministic on CPU with one torch thread (every sweep run uses one), so the
-records must be identical, float for float.
+Training is bitwise deterministic on one CPU with one torch thread (every sweep run uses one), so on
+one machine the records must be identical, float for float (another CPU may round differently).
 """
 import argparse
 import json
@@ -35,7 +35,7 @@ except ImportError:  # the flat layout before it
     from sbnlib import readings
 
 DATASETS = ["mnist", "fashion_mnist", "cifar10", "cifar100", "mnist_fmnist_mix"]
-TIMING = ("wall_time_s", "loop_time_s", "produced", "versions")
+TIMING = ("wall_time_s", "loop_time_s", "produced", "versions", "machine")
 
 
 def hashes():

@@ -185,7 +185,7 @@ def test_fifty_steps_match_the_single_seed_trainer(method, batch, regime, monkey
             _assert_within_rounding(p["steps"][key], r["steps"][key], q["steps"][key], 1e-3)
         _assert_within_rounding(p["probe"]["shift"], r["probe"]["shift"], q["probe"]["shift"], 1e-3)
         _assert_within_rounding(p["final_test_acc"], r["final_test_acc"], q["final_test_acc"], 1 / 60)
-        assert set(p) == set(r) and set(p["inference"]) == set(r["inference"])
+        assert set(p) == set(r) | {"packed_group_size"} and set(p["inference"]) == set(r["inference"])
 
 
 def test_packed_runs_are_bitwise_reproducible_and_carry_their_engine():
@@ -204,17 +204,34 @@ def test_packed_runs_are_bitwise_reproducible_and_carry_their_engine():
         json.dumps(r)
 
 
-def test_a_seeds_numbers_do_not_depend_on_the_seeds_packed_beside_it():
-    """Grouped kernels compute each group alike, so a result cached from one group holds for any
-    other; a lone seed is packed beside a copy of itself to run the same kernels."""
+def test_a_seeds_numbers_do_not_depend_on_which_seeds_are_packed_beside_it():
+    """Grouped kernels compute each group alike: at one group size, a seed's record is the same
+    whatever seeds (or learning rates) share its group; a lone seed is packed beside a copy of itself."""
     data = _toy(64)
-    three = train_packed(_cfgs("sbn", 4, seeds=[3, 0, 7]), dataset=data)
-    pair = train_packed(_cfgs("sbn", 4, seeds=[7, 3]), dataset=data)
-    alone = train_packed(_cfgs("sbn", 4, seeds=[0]), dataset=data)
     key = ("steps", "metrics", "epochs", "final_test_acc", "probe", "inference", "bn")
-    assert [pair[1][k] for k in key] == [three[0][k] for k in key]
-    assert [pair[0][k] for k in key] == [three[2][k] for k in key]
-    assert [alone[0][k] for k in key] == [three[1][k] for k in key]
+    three = train_packed(_cfgs("sbn", 4, seeds=[3, 0, 7]), dataset=data)
+    others = train_packed(_cfgs("sbn", 4, seeds=[5, 9, 3]), dataset=data)
+    mixed = train_packed(_cfgs("sbn", 4, seeds=[3, 1]) + _cfgs("sbn", 4, seeds=[4], lr=0.08), dataset=data)
+    assert [others[2][k] for k in key] == [three[0][k] for k in key] == [mixed[0][k] for k in key]
+    pair = train_packed(_cfgs("sbn", 4, seeds=[0, 8]), dataset=data)
+    alone = train_packed(_cfgs("sbn", 4, seeds=[0]), dataset=data)
+    assert [alone[0][k] for k in key] == [pair[0][k] for k in key]
+    assert [r["packed_group_size"] for r in three + pair + alone] == [3, 3, 3, 2, 2, 2]  # a lone seed's ghost counts
+
+
+def test_the_group_size_moves_a_seeds_numbers_by_rounding_at_most():
+    """With S times the channels some CPU kernels sum in another order (on 28x28 images at B=8,
+    groups of 2 and 4 differ in the last bits of the loss), so a seed's numbers may depend on its
+    group's size, by float rounding only: the yardstick of the single-run comparison above."""
+    ds = make_toy_dataset(n_train=80, n_test=40, size=28)
+    data = (ds, ds.normalize(ds.x_train), ds.normalize(ds.x_test))
+    two = train_packed(_cfgs("bn", 8, seeds=[0, 1], probe_points=0), dataset=data)
+    four = train_packed(_cfgs("bn", 8, seeds=[0, 1, 2, 3], probe_points=0), dataset=data)
+    assert (two[0]["packed_group_size"], four[0]["packed_group_size"]) == (2, 4)
+    for a, b in zip(two, four):
+        np.testing.assert_allclose(a["steps"]["loss"], b["steps"]["loss"], rtol=1e-5)
+        np.testing.assert_allclose(a["steps"]["grad_norm"], b["steps"]["grad_norm"], rtol=1e-5)
+        assert a["steps"]["bn_on"] == b["steps"]["bn_on"] and a["final_test_acc"] == b["final_test_acc"]
 
 
 def test_a_diverging_seed_stops_where_its_single_run_stops_and_the_others_go_on():
@@ -317,7 +334,10 @@ def test_sweep_trains_packed_groups_and_caches_every_run(tmp_path, monkeypatch):
     groups.clear()
     again = run_configs(configs, tmp_path, progress=False)
     assert groups == [[("sbn", 0)]]  # only the missing run is trained, ...
-    strip = ("wall_time_s", "loop_time_s", "produced")
+    assert (first[4]["packed_group_size"], again[4]["packed_group_size"]) == (3, 2)  # alone, beside its ghost
+    # ... to the same numbers on these small images (on larger ones the last bits may move with the
+    # group's size: test_the_group_size_moves_a_seeds_numbers_by_rounding_at_most)
+    strip = ("wall_time_s", "loop_time_s", "produced", "packed_group_size")
     assert json.dumps({k: v for k, v in again[4].items() if k not in strip}, sort_keys=True) == \
-           json.dumps({k: v for k, v in first[4].items() if k not in strip}, sort_keys=True)  # ... to the same numbers
+           json.dumps({k: v for k, v in first[4].items() if k not in strip}, sort_keys=True)
     assert all(result_path(tmp_path, c).exists() for c in configs)

@@ -86,7 +86,8 @@ def test_accrue_runs_stops_cleanly_when_asked_and_refuses_bad_options(shared_dat
 
 
 @pytest.mark.parametrize("script", ["scripts/accrue_runs.py", "scripts/check_numbers_unchanged.py", "scripts/pilot_regime.py",
-                                    "bench/profile_packed.py",
+                                    "scripts/check_reproduction.py",
+                                    "bench/profile_packed.py", "bench/packing_hours.py",
                                     "bench/bench_suite.py", "bench/bench_core.py", "bench/bench_assess_memory.py"])
 def test_every_script_imports_and_answers_help(script):
     # a moved module breaks a script only when it runs: --help imports everything the script needs

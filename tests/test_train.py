@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from sbnlib.experiments.config import METHODS, TrainConfig, config_hash
 from sbnlib.experiments.train import train
@@ -26,6 +27,12 @@ def test_same_config_and_seed_give_bitwise_identical_metrics(toy, method):
     assert _numbers(a) == _numbers(b)
     assert a["status"] == "ok" and len(a["steps"]["loss"]) == 2 * (240 // 8)
     json.dumps(a)  # the record is JSON-serialisable
+
+
+def test_a_record_names_the_cpu_its_numbers_come_from(toy):
+    """Bitwise determinism holds on one machine; another CPU may dispatch other kernels, so the record says which."""
+    m = train(_cfg(), dataset=toy)["machine"]
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and m["cpu"].strip()
 
 
 def test_different_seed_gives_different_run(toy):

@@ -46,7 +46,9 @@ from .records import StepLog, _epoch_record, finish_record
 from .train import TrainingData, _progress, _selection, make_optimizer, training_data
 
 # images per packed step (seeds x batch size) up to which packing pays on this CPU (cnn_s, MNIST):
-# at B=32 two packed seeds were slower than two single runs (outputs/BENCH.md, section 5)
+# at B=32 two packed seeds were slower than two single runs (outputs/BENCH.md, section 5). It sets
+# the size of the groups a sweep forms, and a packed run's last float bits may depend on that size
+# (train_packed), so the committed runs hold only with this value: change it with a rerun.
 PACK_IMAGES = 32
 
 __all__ = ["PACK_IMAGES", "pack_size", "train_packed", "PackedLinear", "PackedBatchNorm", "PackedModel", "pack",
@@ -348,9 +350,17 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     probe, evaluation. A seed whose loss or gradient norm is not finite ends there
     (``status="diverged"``), as its single run would, while the others go on. The numbers equal
     the single runs' up to float rounding (a grouped convolution sums in another order than a
-    plain one), and a seed's numbers do not depend on the seeds packed beside it: a lone seed whose
-    batch size packs (:func:`pack_size`) is trained beside a copy of itself, through the same
-    grouped kernels. ``wall_time_s`` and ``loop_time_s`` are the group's divided by its size.
+    plain one). A seed's numbers do not depend on *which* seeds or learning rates are packed beside
+    it, but they may depend on *how many*, in the last float bits: with S times the channels some
+    of torch's CPU kernels sum in another order (measured on MNIST's 28x28 images: the loss's mean
+    over the batch and the head's bias gradient at B=8 for S=2 against S=4, the convolution and BN
+    gradients of the first blocks for S=16 against S=2). Each record therefore says its group's
+    size (``packed_group_size``). A sweep forms its groups in a fixed way
+    (:func:`sbnlib.experiments.sweep.run_configs`), so a sweep rerun from scratch, or stopped and
+    resumed, reproduces every packed record bitwise; a run retrained alone after its file was lost
+    may differ from the lost one in those last bits. A lone seed whose batch size packs
+    (:func:`pack_size`) is trained beside a copy of itself (``packed_group_size`` 2).
+    ``wall_time_s`` and ``loop_time_s`` are the group's divided by its size.
     ``compile=True`` runs the training steps' forward pass through ``torch.compile`` (on this CPU
     it is slower, compile time aside: ``bench/bench_suite.py --only packed``).
     """
@@ -386,6 +396,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
                for r in g.runs[:wanted]]
     for rec in records:  # the group's time, shared by its runs
         rec["wall_time_s"] = (time.perf_counter() - t0) / wanted
+        rec["packed_group_size"] = len(cfgs)  # the kernels' width: a seed's last bits may depend on it
     return records
 
 

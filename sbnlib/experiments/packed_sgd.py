@@ -25,7 +25,7 @@ def _sgd_step(opt: torch.optim.SGD, lrs: torch.Tensor, num_seeds: int) -> None:
     The arithmetic of torch's single-tensor SGD (weight decay, momentum buffer, Nesterov), except
     the last line: ``p -= lr * d`` with a per-seed ``lr``, so that one packed group can train the
     seeds of a configuration at several learning rates (the learning-rate selection). Every packed
-    step goes through here, whatever the rates, so a seed's numbers do not depend on its group."""
+    step goes through here, whatever the rates, so a seed's numbers do not depend on the rates beside it."""
     group = opt.param_groups[0]
     wd, mu, nesterov = group["weight_decay"], group["momentum"], group["nesterov"]
     with torch.no_grad():

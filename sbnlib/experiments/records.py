@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..layers import bn_counts, selective_layers
-from ..provenance import portable, produced, versions
+from ..provenance import machine, portable, produced, versions
 from ..scoring import fit_scorer
 from .config import SCHEMA_VERSION, STEP_POINTS, config_dict, config_hash
 from .metrics import grad_norm_cv, loss_volatility
@@ -119,4 +119,5 @@ def finish_record(cfg, model, data: TrainingData, epochs, log: StepLog, steps_pe
         "wall_time_s": time.perf_counter() - t0,
         "loop_time_s": loop_time,
         "versions": versions(),
+        "machine": machine(),  # bitwise reproducible on this CPU; another may round differently
     }

@@ -346,9 +346,13 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     client also writes every result it receives whose file it does not see. Finished runs are
     written as they finish, so an interruption loses at most the runs in flight.
 
-    Runs with ``engine="packed"`` that differ only in the seed are trained together, up to
-    :func:`sbnlib.experiments.packed.pack_size` seeds per group (only the seeds whose file is missing), and
-    their files are written when their group ends; ``jobs`` then runs that many groups at once.
+    Runs with ``engine="packed"`` that differ only in the seed (and learning rate) are trained
+    together, up to :func:`sbnlib.experiments.packed.pack_size` seeds per group, taken in the order
+    of ``configs`` among the runs whose file is missing, and their files are written when their
+    group ends; ``jobs`` then runs that many groups at once. A packed run's last float bits may
+    depend on its group's size (:func:`sbnlib.experiments.packed.train_packed`); groups are whole
+    or stopped before they start, so a stopped sweep's missing runs re-form the same groups when
+    it resumes.
 
     ``stop`` (local processes only; see :func:`sbnlib.experiments.workers.stop_condition`) is asked before each run or packed
     group starts: once it returns True no new one starts, those in flight finish and are written, and
