@@ -31,7 +31,7 @@ from sbnlib.experiments.train import train  # noqa: E402
 from sbnlib.provenance import machine  # noqa: E402
 
 # fields that say when, how long and where, not what was computed
-NOT_NUMBERS = {"wall_time_s", "loop_time_s", "produced", "versions", "machine", "torch_threads", "packed_group_size"}
+NOT_NUMBERS = {"wall_time_s", "loop_time_s", "produced", "versions", "machine", "torch_threads", "packed_group"}
 
 
 def sample(runs_dir: Path, batch_size: int, k: int) -> list:

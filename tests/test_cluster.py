@@ -27,7 +27,7 @@ def test_cluster_gives_the_same_numbers_and_files_as_jobs_1(shared_data, tmp_pat
 
 def test_client_writes_results_that_workers_kept_on_their_own_disk(tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    def run_elsewhere(cfgs, root, paths):  # a worker without the client's filesystem (a unit: one run or a packed group)
+    def run_elsewhere(cfgs, root, paths, group=None):  # a worker without the client's filesystem (a unit: one run or a packed group)
         return [{"config_hash": config.config_hash(c), "ran": c.method} for c in cfgs]
 
     monkeypatch.setattr(sweep, "_run_unit", run_elsewhere)

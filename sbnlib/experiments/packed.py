@@ -38,7 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..batches import make_batch_plan
 from ..layers import SKIP_MODES, _SelectiveBatchNorm
 from ..scoring import fit_scorer
-from .config import METHODS, lr_at
+from .config import METHODS, config_hash, lr_at
 from .models import build_model
 from .packed_sgd import _step_except, seed_grad_norms
 from .probes import _ShiftProbe, switched_layers
@@ -340,7 +340,24 @@ def _setup_group(cfgs: Sequence, data: TrainingData, compile: bool) -> _Group:
                   n_batches, total_steps, torch.zeros(len(cfgs), dtype=torch.bool))
 
 
-def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False, compile: bool = False) -> List[dict]:
+def _fill_group(cfgs: list, group: Sequence[str] | None) -> tuple:
+    """The group to train ``cfgs`` in: ``(configurations, member hashes)``, both of the group's size.
+
+    Without ``group`` the group is ``cfgs`` (a lone seed whose batch size packs is joined by a copy
+    of itself, so it runs the kernels of a group). ``group`` is the member hashes of the group the
+    runs were first trained in (a ghost slot repeats its group's first hash): ``cfgs`` are padded
+    with copies of the first to its size, and their records list it."""
+    hashes = [config_hash(c) for c in cfgs]
+    if group is None:
+        size = 2 if len(cfgs) == 1 and pack_size(cfgs[0].batch_size) > 1 else len(cfgs)
+        group = hashes + hashes[:1] * (size - len(cfgs))
+    elif len(group) < len(cfgs) or not set(hashes) <= set(group):
+        raise ValueError(f"the configurations {hashes} are not members of the group {list(group)}")
+    return cfgs + cfgs[:1] * (len(group) - len(cfgs)), list(group)
+
+
+def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False, compile: bool = False,
+                 group: Sequence[str] | None = None) -> List[dict]:
     """Train the seeds ``cfgs`` of one configuration (``engine="packed"``) as one packed model;
     one record per seed, in ``cfgs`` order, as :func:`sbnlib.experiments.train.train` writes it.
 
@@ -354,12 +371,11 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     it, but they may depend on *how many*, in the last float bits: with S times the channels some
     of torch's CPU kernels sum in another order (measured on MNIST's 28x28 images: the loss's mean
     over the batch and the head's bias gradient at B=8 for S=2 against S=4, the convolution and BN
-    gradients of the first blocks for S=16 against S=2). Each record therefore says its group's
-    size (``packed_group_size``). A sweep forms its groups in a fixed way
-    (:func:`sbnlib.experiments.sweep.run_configs`), so a sweep rerun from scratch, or stopped and
-    resumed, reproduces every packed record bitwise; a run retrained alone after its file was lost
-    may differ from the lost one in those last bits. A lone seed whose batch size packs
-    (:func:`pack_size`) is trained beside a copy of itself (``packed_group_size`` 2).
+    gradients of the first blocks for S=16 against S=2). Each record therefore lists its group's
+    members (``packed_group``, their configuration hashes, one per slot);
+    ``group`` retrains runs whose files were lost in a group of the size they had, beside copies of
+    the first (:func:`_fill_group`; :func:`sbnlib.experiments.sweep.run_configs` does this), so
+    their records come back bitwise.
     ``wall_time_s`` and ``loop_time_s`` are the group's divided by its size.
     ``compile=True`` runs the training steps' forward pass through ``torch.compile`` (on this CPU
     it is slower, compile time aside: ``bench/bench_suite.py --only packed``).
@@ -367,8 +383,7 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
     cfgs = [c.validate() for c in cfgs]
     _check_group(cfgs)
     wanted = len(cfgs)
-    if wanted == 1 and pack_size(cfgs[0].batch_size) > 1:
-        cfgs = cfgs * 2  # a ghost copy, trained alongside and dropped: the same kernels as in any group
+    cfgs, members = _fill_group(cfgs, group)  # ghost copies of the first, trained alongside and dropped
     first = cfgs[0]
     t0 = time.perf_counter()
     g = _setup_group(cfgs, training_data(first, root, dataset), compile)
@@ -396,7 +411,9 @@ def train_packed(cfgs: Sequence, root=None, dataset=None, progress: bool = False
                for r in g.runs[:wanted]]
     for rec in records:  # the group's time, shared by its runs
         rec["wall_time_s"] = (time.perf_counter() - t0) / wanted
-        rec["packed_group_size"] = len(cfgs)  # the kernels' width: a seed's last bits may depend on it
+        # the group's members, one per slot: its size is the kernels' width, on which a seed's last
+        # bits may depend, so a lost member is retrained at that width (run_configs)
+        rec["packed_group"] = members
     return records
 
 

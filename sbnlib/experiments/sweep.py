@@ -303,35 +303,53 @@ def _run_one(cfg: TrainConfig, root, path: str) -> dict:
     return result
 
 
-def _run_unit(cfgs: Sequence[TrainConfig], root, paths: Sequence[str]) -> List[dict]:
+def _run_unit(cfgs: Sequence[TrainConfig], root, paths: Sequence[str], group: Optional[tuple] = None) -> List[dict]:
     """One unit of work: a single-engine run, or the seeds of one configuration trained packed
-    (:func:`sbnlib.experiments.packed.train_packed`), whose result files are written when the group ends."""
+    (:func:`sbnlib.experiments.packed.train_packed`; in ``group``, the member hashes of their lost
+    group, where it is known), whose result files are written when the group ends."""
     if cfgs[0].engine == "single":
         return [_run_one(cfgs[0], root, paths[0])]
 
     with _one_thread():
-        results = train_packed(cfgs, root=root)
+        results = train_packed(cfgs, root=root, group=group)
     for result, path in zip(results, paths):
         result["torch_threads"] = THREADS_PER_RUN
         atomic_write_json(path, result)
     return results
 
 
-def _units(configs: Sequence[TrainConfig], todo: Sequence[int]) -> List[List[int]]:
+def _units(configs: Sequence[TrainConfig], todo: Sequence[int], lost: Optional[Mapping] = None) -> List[List[int]]:
     """The runs ``todo`` (indices into ``configs``) as units of work, in ``todo`` order: a
     single-engine run alone; packed runs of one configuration (all but the seed and the learning
     rate: the seeds of a learning-rate selection train together) together, at most
-    :func:`sbnlib.experiments.packed.pack_size` of them per unit."""
+    :func:`sbnlib.experiments.packed.pack_size` of them per unit. ``lost`` (:func:`_lost_groups`)
+    maps a run whose packed group is known from a surviving member's record to that group's member
+    hashes: its missing members form a unit of their own, to be trained at the group's size."""
+    lost = lost or {}
     groups: dict = {}
     for i in todo:
         c = configs[i]
         key = config_hash(dataclasses.replace(c, seed=0, lr=0.0)) if c.engine == "packed" else i
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(lost[i] if i in lost else key, []).append(i)
     units = []
-    for members in groups.values():
+    for key, members in groups.items():
         size = pack_size(configs[members[0]].batch_size) if configs[members[0]].engine == "packed" else 1
+        size = len(members) if isinstance(key, tuple) else size  # a lost group: its missing members, whole
         units += [members[k:k + size] for k in range(0, len(members), size)]
     return units
+
+
+def _lost_groups(configs: Sequence[TrainConfig], results: Sequence[Optional[dict]]) -> dict:
+    """Index of each missing packed run -> the member hashes of the group it was trained in, where a
+    surviving member's record lists it (``packed_group``): a packed run's last float bits may
+    depend on its group's size, so a lost file is retrained at that size."""
+    recorded = {}
+    for r in results:
+        if r is not None and r.get("packed_group"):
+            for h in r["packed_group"]:
+                recorded[h] = tuple(r["packed_group"])
+    return {i: recorded[config_hash(c)] for i, (c, r) in enumerate(zip(configs, results))
+            if r is None and c.engine == "packed" and config_hash(c) in recorded}
 
 
 def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int = 1,
@@ -352,7 +370,9 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     group ends; ``jobs`` then runs that many groups at once. A packed run's last float bits may
     depend on its group's size (:func:`sbnlib.experiments.packed.train_packed`); groups are whole
     or stopped before they start, so a stopped sweep's missing runs re-form the same groups when
-    it resumes.
+    it resumes, and a run whose file alone was lost is retrained at its group's size where a
+    surviving member's record lists the group (``packed_group``; records made before that field
+    do not, and such a run is grouped like any other missing run).
 
     ``stop`` (local processes only; see :func:`sbnlib.experiments.workers.stop_condition`) is asked before each run or packed
     group starts: once it returns True no new one starts, those in flight finish and are written, and
@@ -375,26 +395,27 @@ def run_configs(configs: Sequence[TrainConfig], runs_dir, root=None, jobs: int =
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run",
                disable=not progress or not todo, file=sys.stdout, mininterval=5)
     root = None if root is None else str(root)
-    units = _units(configs, todo)
+    lost = _lost_groups(configs, results)
+    units = _units(configs, todo, lost)
 
     def done(unit, unit_results):
         for i, r in zip(unit, unit_results):
             results[i] = r
         bar.update(len(unit))  # the bar counts runs, a packed group's all at once
 
-    left = _run_units(units, configs, paths, root, jobs, scheduler, done, stop or (lambda: False))
+    left = _run_units(units, configs, paths, root, jobs, scheduler, done, stop or (lambda: False), lost)
     bar.close()
     if left:
         raise SweepStopped(sum(r is not None for r in results), sum(len(u) for u in left))
     return results
 
 
-def _run_units(units, configs, paths, root, jobs: int, scheduler, done, stop) -> list:
+def _run_units(units, configs, paths, root, jobs: int, scheduler, done, stop, groups=None) -> list:
     """Run the units of work (:func:`_units`) in this process, in ``jobs`` worker processes or on a
     Dask cluster, calling ``done(unit, results)`` as each one ends; returns the units not started
-    because ``stop()`` said so."""
+    because ``stop()`` said so. ``groups``: a unit's lost group (by its first run), where it is known."""
     def task(unit):
-        return [configs[i] for i in unit], root, [str(paths[i]) for i in unit]
+        return [configs[i] for i in unit], root, [str(paths[i]) for i in unit], (groups or {}).get(unit[0])
 
     if scheduler is not None and units:
         client, owned = dask_client(scheduler)  # first: without dask, the error names the fix
