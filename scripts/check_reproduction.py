@@ -1,13 +1,14 @@
 """Does this machine reproduce the committed runs? Retrain a few and compare them with their files.
 
     python scripts/check_reproduction.py --data-root ../shared/data [--outputs outputs] [--per-dataset 2]
-                                         [--batch-size 128] [--datasets mnist cifar10]
+                                         [--batch-size 128] [--datasets mnist cifar10] [--out REPORT.md]
 
 For every dataset with committed result files, the earliest and the latest single-engine runs at
 ``--batch-size`` (the fastest to retrain; ``--per-dataset`` of them, spread over the sweep's
 sittings) are trained again from their stored configuration, with this checkout's code, and every
 recorded number is compared with the file: ``bitwise`` when all are equal, else the first step
-whose loss differs and the final test accuracy then and now. Nothing is written.
+whose loss differs and the final test accuracy then and now. ``--out`` also writes these lines,
+with the machine and the date, as Markdown (``outputs/REPRODUCTION.md`` holds the last check).
 
 Training is bitwise deterministic on one CPU, but another CPU may make torch dispatch other kernels
 (the record's ``machine`` says which CPU a run had, where it says it), which sum in another order;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbnlib.experiments.config import TrainConfig, config_hash  # noqa: E402
 from sbnlib.experiments.train import train  # noqa: E402
+from sbnlib.io import atomic_write_bytes  # noqa: E402
 from sbnlib.provenance import machine  # noqa: E402
 
 # fields that say when, how long and where, not what was computed
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="*", help="default: every dataset with a runs/ folder")
     ap.add_argument("--per-dataset", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--out", help="also write the report (Markdown) here")
     a = ap.parse_args(argv)
     outputs = Path(a.outputs)
     names = a.datasets or sorted(p.name for p in outputs.iterdir() if (p / "runs").is_dir() and (p / "status.json").is_file())
@@ -77,16 +81,23 @@ def main(argv=None) -> int:
               f"rendered there", file=sys.stderr)
         return 2
     torch.set_num_threads(1)  # as every sweep run
-    print(f"this machine: {machine()}")
+    lines = [f"this machine: {machine()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
+    print(lines[0])
     for name in names:
         for path, old in sample(outputs / name / "runs", a.batch_size, a.per_dataset):
             cfg = TrainConfig(**old["config"])
             if config_hash(cfg) != old.get("config_hash"):
-                print(f"{path.name}: skipped (its configuration hashes differently with this code)")
-                continue
-            new = train(cfg, root=a.data_root)
-            ran_on = old.get("machine", {}).get("cpu_capability", "not recorded")
-            print(f"{path.name} (trained {old['produced']['utc']}, CPU {ran_on}): {compare(old, new)}", flush=True)
+                lines.append(f"{path.name}: skipped (its configuration hashes differently with this code)")
+            else:
+                ran_on = old.get("machine", {}).get("cpu_capability", "not recorded")
+                lines.append(f"{path.name} (trained {old['produced']['utc']}, CPU {ran_on}): "
+                             f"{compare(old, train(cfg, root=a.data_root))}")
+            print(lines[-1], flush=True)
+    if a.out:
+        text = ("# Do the committed runs reproduce on this machine?\n\nProduced by `python scripts/check_reproduction.py "
+                f"--per-dataset {a.per_dataset} --batch-size {a.batch_size}`; each sampled run retrained from its stored "
+                "configuration and compared with its file.\n\n" + "".join(f"- {line}\n" for line in lines))
+        atomic_write_bytes(a.out, text.encode())
     return 0
 
 
