@@ -29,7 +29,7 @@ from sbnlib.io import atomic_write_bytes  # noqa: E402
 
 def whole_run_ratios(bench_csv) -> dict:
     """``(batch_size, "bn" | "sbn")`` -> packed/single whole-run throughput for the groups a sweep forms."""
-    rows = list(csv.DictReader(open(bench_csv)))
+    rows = list(csv.DictReader(Path(bench_csv).read_text().splitlines()))
     ratios = {}
     for engine in ("packed", "packed_as_sweep"):  # the sweep's own group size wins where it was measured
         ratios.update({(int(r["batch_size"]), r["method"]): float(r["ratio"]) for r in rows if r["engine"] == engine})
