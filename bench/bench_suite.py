@@ -215,27 +215,24 @@ def bench_packed(data_root, seeds=8, n_train=1000, n_test=1000, methods=("bn", "
         for method in methods:
             cfgs = [dataclasses.replace(c, engine="packed") for c in experiment_configs(
                 "mnist", dict(recipe, methods=[method], batch_sizes=[b], seeds=seeds))]
-            single = [dataclasses.replace(c, engine="single") for c in cfgs]
             k = pack_size(b)
-            engines = {  # (engine, group size) -> one sweep's runs (a list of records), run with `epochs` epochs
-                ("single", 1): lambda d, e=1: [train(dataclasses.replace(c, epochs=e), dataset=d) for c in single],
-                ("packed", seeds): lambda d, e=1: train_packed([dataclasses.replace(c, epochs=e) for c in cfgs],
-                                                               dataset=d),
+            engines = {  # (engine, group size) -> the runs of the seeds' configurations `cs` (a list of records)
+                ("single", 1): lambda cs, d: [train(dataclasses.replace(c, engine="single"), dataset=d) for c in cs],
+                ("packed", seeds): lambda cs, d: train_packed(cs, dataset=d),
             }
             if 1 < k < seeds:  # what run_configs does at this batch size (from B=32 it trains single runs)
-                engines[("packed_as_sweep", k)] = lambda d, e=1: [
-                    r for i in range(0, seeds, k) for r in train_packed(
-                        [dataclasses.replace(c, epochs=e) for c in cfgs[i:i + k]], dataset=d)]
+                engines[("packed_as_sweep", k)] = lambda cs, d: [
+                    r for i in range(0, seeds, k) for r in train_packed(cs[i:i + k], dataset=d)]
             if b in (2, 8) and method == "bn":
-                engines[("packed_compiled", seeds)] = lambda d, e=1: train_packed(
-                    [dataclasses.replace(c, epochs=e) for c in cfgs], dataset=d, compile=True)
+                engines[("packed_compiled", seeds)] = lambda cs, d: train_packed(cs, dataset=d, compile=True)
+            warm = [dataclasses.replace(c, epochs=1) for c in cfgs]
             for (engine, _), run in engines.items():
                 if engine != "packed_compiled":  # its warm-up would be a compilation of its own
-                    run(tiny)
+                    run(warm, tiny)
             base = None
             for (engine, size), run in engines.items():  # interleaved: every engine at this B and method, in turn
                 t = time.perf_counter()
-                records = run(data, cfgs[0].epochs)
+                records = run(cfgs, data)
                 wall = time.perf_counter() - t
                 loop = sum(r["loop_time_s"] for r in records)
                 images = sum(r["steps"]["n"] for r in records) * b

@@ -332,9 +332,9 @@ def _units(configs: Sequence[TrainConfig], todo: Sequence[int], lost: Optional[M
         key = config_hash(dataclasses.replace(c, seed=0, lr=0.0)) if c.engine == "packed" else i
         groups.setdefault(lost[i] if i in lost else key, []).append(i)
     units = []
-    for key, members in groups.items():
+    for members in groups.values():
         size = pack_size(configs[members[0]].batch_size) if configs[members[0]].engine == "packed" else 1
-        size = len(members) if isinstance(key, tuple) else size  # a lost group: its missing members, whole
+        size = len(members) if members[0] in lost else size  # a lost group: its missing members, whole
         units += [members[k:k + size] for k in range(0, len(members), size)]
     return units
 
