@@ -8,6 +8,7 @@
 (``sbnlib.experiments.readings``: every reading and its random control at the batch sizes and seeds
 of the profile's PLAN, at the learning rates the selection chose); ``--readings-only`` trains those
 alone (the selection must be complete: it is read from the tuning runs, or trained first).
+``--budget-only`` trains the budget check's runs alone (``sbnlib.experiments.budget``).
 ``--ablation-only`` trains the ablation grid alone (``sbnlib.experiments.studies.train_ablation``: every
 scorer x threshold strategy, the rate sweep and its random control, at the profile's ABLATION batch
 sizes and seeds), the runs that ``notebooks/ablation.ipynb`` would otherwise train in one sitting.
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbnlib.experiments import pipelines as ex  # noqa: E402
 from sbnlib.experiments.stats import chosen_learning_rates  # noqa: E402
-from sbnlib.experiments.studies import train_ablation, train_readings  # noqa: E402
+from sbnlib.experiments.studies import train_ablation, train_budget_check, train_readings  # noqa: E402
 from sbnlib.experiments.workers import SweepStopped, stop_condition  # noqa: E402
 
 
@@ -53,6 +54,9 @@ def main(argv=None) -> int:
                        help="only the readings runs (and the selection they need, if not yet trained)")
     which.add_argument("--ablation-only", action="store_true",
                        help="only the ablation runs (and the selection they need, if not yet trained)")
+    which.add_argument("--budget-only", action="store_true",
+                       help="only the budget check's runs (bn and sbn, and the arms of any reading that beats bn, "
+                            "at 1x and 2x the epochs on the tuning seeds; the selection and readings must be trained)")
     ap.add_argument("--stop-after", type=float, metavar="MINUTES",
                     help="start no new run after this many minutes; the runs in flight finish and are written")
     ap.add_argument("--stop-file", metavar="PATH",
@@ -66,12 +70,14 @@ def main(argv=None) -> int:
             P = dataclasses.replace(ex.resolve_params(d, a.profile, data_root=a.data_root, output_dir=a.output_dir,
                                                       jobs=a.jobs), stop=stop)
             selection = ex.tune(P)  # no dataset given: trains and selects, writes no table
-            if not (a.tune_only or a.readings_only or a.ablation_only):
+            if not (a.tune_only or a.readings_only or a.ablation_only or a.budget_only):
                 ex.run(P, selection)
             if a.readings or a.readings_only:
                 train_readings(P, chosen_learning_rates(selection))
             if a.ablation_only:
                 train_ablation(P, chosen_learning_rates(selection))
+            if a.budget_only:
+                train_budget_check(P, selection)
     except SweepStopped as e:
         print(f"{d}: {e}", flush=True)
     except ex.ParameterError as e:  # a bad option: one line that names it, no traceback

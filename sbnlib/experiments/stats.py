@@ -38,6 +38,9 @@ from scipy.optimize import brentq
 
 __all__ = [
     "VERDICT_RULE",
+    "SUPPORTED",
+    "CONTRADICTED",
+    "INCONCLUSIVE",
     "WILCOXON_ZERO_METHOD",
     "PAIRED_FIELDS",
     "paired_comparison",
@@ -55,6 +58,9 @@ __all__ = [
 #: (scipy's default) discards them, so a seed where both methods score the same carries no
 #: evidence either way, and ``n`` for the test is the number of non-zero differences.
 WILCOXON_ZERO_METHOD = "wilcox"
+
+#: The three verdicts of :func:`verdict`; every module compares with these names, never a literal.
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 
 VERDICT_RULE = (
     "Claim: the treatment is better than the baseline. Let d = treatment - baseline per seed. "
@@ -245,16 +251,16 @@ def verdict(mean_diff, ci_low, ci_high, p_adj, alpha: float = 0.05,
     """
     vals = (mean_diff, ci_low, ci_high, p_adj)
     if any(v is None or not math.isfinite(float(v)) for v in vals):
-        return "inconclusive"
+        return INCONCLUSIVE
     if not p_adj < alpha:
-        return "inconclusive"
+        return INCONCLUSIVE
     above, below = ci_low > 0, ci_high < 0
     better, worse = (above, below) if higher_is_better else (below, above)
     if better:
-        return "supported"
+        return SUPPORTED
     if worse:
-        return "contradicted"
-    return "inconclusive"
+        return CONTRADICTED
+    return INCONCLUSIVE
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,13 +14,14 @@ from ..assess import evidence
 from ..data import dataset_names
 from ..io import atomic_write_json, read_json_object
 from ..provenance import versions
+from . import budget
 from . import readings as rd
 from . import report, stats, tables
 from .config import config_hash
 from .pipelines import ParameterError, Params, _check_int_list, _repo_path, _split, tune
 from .plots import plot_ablation, plot_bn_vs_gn, plot_readings, plot_verdict_diffs, plot_verdict_heatmap
 from .stats import chosen_learning_rates
-from .sweep import ABLATION, ablation_configs, experiment_configs, iter_results, run_configs
+from .sweep import ABLATION, ablation_configs, experiment_configs, iter_results, result_path, run_configs
 
 
 def summary(datasets, output_dir="outputs", progress: bool = True):  # run_all.sh passes the profile's folder
@@ -352,3 +353,33 @@ def readings(P: Params, ds, batch_sizes=None, seeds=None, names=None, lr_for=Non
     fig = plot_readings(out["comparisons"], P.out / "readings.png",
                         title=f"{P.dataset}: readings of selective BN, paired differences (mean, 95% bootstrap CI)")
     return {**out, "frame": df, "files": files, "figure": fig, "provenance": prov}
+
+
+# ----------------------------------------------------------------------------------------------
+# Budget check: would each verdict survive twice the training? (issue 27)
+# ----------------------------------------------------------------------------------------------
+
+def _readings_trained(P: Params, lr_for) -> bool:
+    """Whether every run of the dataset's readings (the profile's PLAN) has its result file."""
+    plan = rd.plan_for(P.profile, P.sweep)
+    if not plan.get("batch_sizes"):
+        return False
+    configs = rd.readings_configs(P.dataset, P.sweep, plan["batch_sizes"], plan.get("seeds"), lr_for)
+    return all(result_path(P.out / "runs", c).is_file() for c in configs)
+
+
+def train_budget_check(P: Params, selection, readings=None, progress: bool = True) -> pd.DataFrame:
+    """Train the budget check's runs (:mod:`sbnlib.experiments.budget`): ``bn`` and ``sbn`` at every
+    batch size, and, where the dataset's readings are trained (``readings``: their typed comparisons,
+    or None to compute them from the cached runs when all exist), the arms of every reading that beats
+    ``bn``. Returns one row per run, with ``arm`` and ``factor``."""
+    lr_for = chosen_learning_rates(selection)
+    kw = dict(root=P.data_root, jobs=P.jobs, progress=progress, scheduler=P.scheduler, stop=P.stop)
+    runs = [budget.train_budget(P.out, P.dataset, P.sweep, lr_for, budget.MAIN_ARMS, **kw)]
+    if readings is None and _readings_trained(P, lr_for):
+        df, _ = train_readings(P, lr_for, progress=False)
+        readings = rd.readings_table(df, base=rd.base_fields(P.sweep))["comparisons"]
+    for b, arms in budget.win_arms(readings if readings is not None else pd.DataFrame()).items():
+        runs.append(budget.train_budget(P.out, P.dataset, P.sweep, lr_for, (budget.Arm("bn", "bn"), *arms),
+                                        batch_sizes=[b], **kw))
+    return pd.concat(runs, ignore_index=True)
