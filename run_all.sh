@@ -13,7 +13,7 @@ usage() {
 usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion_mnist cifar10 cifar100"]
                     [--data-root DIR] [--download] [--jobs N] [--output-dir DIR] [--allow-missing]
                     [--ablation-datasets "NAMES" | --no-ablation] [--readings-datasets "NAMES" | --no-readings]
-                    [--scheduler ADDR]
+                    [--scheduler ADDR] [--budget-check train|cached]
   --profile        smoke (minutes, for CI), quick (a newcomer's first run), cpu (default: the committed results;
                    hours, resumable across sittings), paper (full data; GPU or a long run). See README for measured times.
   --datasets       which datasets (default: the paper's four and mnist_fmnist_mix, the heterogeneity stress set)
@@ -31,6 +31,9 @@ usage: ./run_all.sh [--profile smoke|quick|cpu|paper] [--datasets "mnist fashion
   --readings-datasets  run notebooks/readings.ipynb (every reading of the paper with its random control) on these
                    datasets after their experiments (default "fashion_mnist cifar10 mnist_fmnist_mix")
   --no-readings    do not run the readings notebook
+  --budget-check   train (default): the budget check (bn and sbn, and every reading that beats bn, at twice the
+                   epochs) trains its runs; cached: it reads the runs that exist and a batch size without them
+                   reads "not checked" (to render while the check's runs still accrue: scripts/accrue_runs.py --budget-only)
 USAGE
 }
 
@@ -41,7 +44,7 @@ known() { [[ " $KNOWN_DATASETS " == *" $1 "* ]]; }
 profile=cpu; datasets="$KNOWN_DATASETS"; jobs=2; out=""; allow_missing=0; download=0
 ablation="fashion_mnist mnist_fmnist_mix"
 readings="fashion_mnist cifar10 mnist_fmnist_mix"
-data_root="${SBN_DATA_ROOT:-}"; sched=()
+data_root="${SBN_DATA_ROOT:-}"; sched=(); budget_mode=train
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,6 +60,7 @@ while [ $# -gt 0 ]; do
     --no-ablation) ablation=""; shift ;;
     --readings-datasets) need "$1" "${2:-}"; readings="$2"; shift 2 ;;
     --no-readings) readings=""; shift ;;
+    --budget-check) need "$1" "${2:-}"; budget_mode="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -64,6 +68,7 @@ done
 case "$profile" in smoke|quick|cpu|paper) ;; *) echo "error: unknown profile '$profile'; choose smoke, quick, cpu or paper" >&2; exit 2 ;; esac
 # only the cpu profile writes the committed outputs/; the others never overwrite them
 [ -n "$out" ] || { [ "$profile" = cpu ] && out=outputs || out="outputs/$profile"; }
+case "$budget_mode" in train|cached) ;; *) echo "error: --budget-check must be train or cached, got '$budget_mode'" >&2; exit 2 ;; esac
 case "$jobs" in ''|*[!0-9]*|0*) echo "error: --jobs must be a positive integer, got '$jobs'" >&2; exit 2 ;; esac
 for d in $datasets; do
   known "$d" || { echo "error: unknown dataset '$d'; choose from $KNOWN_DATASETS" >&2; exit 2; }
@@ -93,7 +98,9 @@ out=$(cd "$out" && pwd)
 [ -n "$data_root" ] && export SBN_DATA_ROOT="$data_root"
 pm_root=(); [ -n "$data_root" ] && pm_root=(-p data_root "$(cd "$data_root" 2>/dev/null && pwd || echo "$data_root")")
 root_abs=$( [ -n "$data_root" ] && (cd "$data_root" 2>/dev/null && pwd || echo "$data_root") || echo "$PWD/data")
-portable() { local t=${1//"$root_abs"/$(basename "$root_abs")}; echo "${t//"$PWD"/.}"; }  # no machine paths in results
+root_phys=$(cd "$root_abs" 2>/dev/null && pwd -P || echo "$root_abs")  # the path Python resolves (through links)
+portable() { local t=${1//"$root_phys"/$(basename "$root_phys")}; t=${t//"$root_abs"/$(basename "$root_abs")}
+             echo "${t//"$PWD"/.}"; }  # no machine paths in results
 
 start=$(date +%s)
 failed=(); missing=(); done_ok=(); with_data=()
@@ -112,7 +119,10 @@ nb_failed() {  # nb_failed NOTEBOOK DATASET: say so with the log's tail, and mar
   echo "   FAILED: $1 (log: $out/$2/$1.log)"; tail -n 5 "$out/$2/$1.log" | sed 's/^/     /'
   status_json "$out/$2" failed "$1.ipynb failed; see $2/$1.log"
 }
-render() { "$venv_bin/jupyter" nbconvert --to html --log-level WARN "$1" >/dev/null 2>&1 || echo "  (HTML rendering of $1 failed)"; }
+# a notebook that ran: without run times, progress bars or machine paths (committed: a cached rerun leaves it
+# byte-identical; sbnlib.experiments.notebooks), then as HTML. A failed notebook is left as papermill wrote it.
+render() { "$python" -m sbnlib.experiments.notebooks "$1" || echo "  (could not stabilise $1)"
+           "$venv_bin/jupyter" nbconvert --to html --log-level WARN "$1" >/dev/null 2>&1 || echo "  (HTML rendering of $1 failed)"; }
 
 for d in $datasets; do
   echo "== $d ($profile profile)"
@@ -126,7 +136,7 @@ for d in $datasets; do
   echo "   $(echo "$msg" | grep -v '^warning' | tail -n 1)"
   with_data+=("$d")
   echo "   -> experiment.ipynb"
-  if run_nb experiment "$d" -p jobs "$jobs" "${sched[@]}"; then
+  if run_nb experiment "$d" -p jobs "$jobs" -p budget_check "$budget_mode" "${sched[@]}"; then
     grep -E "^[0-9]+ runs; " "$out/$d/experiment.log" | tail -n 1 | sed 's/^/      /'
     render "$out/$d/experiment.ipynb"
     done_ok+=("$d")
@@ -136,10 +146,10 @@ for d in $datasets; do
   fi
 done
 
-extra_nb() {  # extra_nb NOTEBOOK DATASET: a notebook that reuses DATASET's experiment (its learning rates, its runs)
+extra_nb() {  # extra_nb NOTEBOOK DATASET [papermill args]: a notebook that reuses DATASET's experiment (its learning rates, its runs)
   if [[ " ${done_ok[*]} " == *" $2 "* ]]; then
     echo "== $1 on $2"
-    if run_nb "$1" "$2" -p jobs "$jobs" "${sched[@]}"; then
+    if run_nb "$1" "$2" -p jobs "$jobs" "${sched[@]}" "${@:3}"; then
       render "$out/$2/$1.ipynb"
     else
       echo "   FAILED: $1 (log: $out/$2/$1.log)"; failed+=("$2 $1")
@@ -149,7 +159,7 @@ extra_nb() {  # extra_nb NOTEBOOK DATASET: a notebook that reuses DATASET's expe
   fi
 }
 for d in $ablation; do extra_nb ablation "$d"; done
-for d in $readings; do extra_nb readings "$d"; done
+for d in $readings; do extra_nb readings "$d" -p budget_check "$budget_mode"; done
 
 # The feasibility notebooks train nothing; they run after every experiment so that the recommendation in each
 # feasibility report quotes the accuracy comparisons measured above, on all datasets.

@@ -217,10 +217,12 @@ def write_markdown(path, rows, setup: str, seconds: float, argv) -> None:
     """The measurements as a Markdown table, with the growth per added image between scales."""
     sys.path.insert(0, str(REPO))
     from sbnlib.io import atomic_write_bytes
-    from sbnlib.provenance import git_commit
+    from sbnlib.provenance import git_commit, shown_path
 
+    # a committed file names no machine's folder: a path by its place in the repository, else by its name
+    shown = [a if not os.path.isabs(a) else (p if not os.path.isabs(p := shown_path(a)) else Path(a).name) for a in argv]
     lines = ["# Peak memory of `assess --data` as the data grow", "",
-             f"Produced by `python bench/bench_assess_memory.py {' '.join(argv)}` in {seconds:.0f} s; {setup}.",
+             f"Produced by `python bench/bench_assess_memory.py {' '.join(shown)}` in {seconds:.0f} s; {setup}.",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} at commit {git_commit(REPO)}.", "",
              "| data | items | chunk (MiB) | seconds | peak RSS (MiB) | growth over imports (MiB) | "
              "growth per added item vs the previous scale (bytes) | whole standardised set (MiB) |",

@@ -7,7 +7,9 @@ them: re-rendering unchanged results leaves every committed file byte-identical.
 from __future__ import annotations
 
 import importlib
+import json
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +20,8 @@ import torch
 
 from . import __version__
 
-__all__ = ["git_commit", "produced", "numbers_from", "portable", "versions", "machine"]
+__all__ = ["git_commit", "produced", "numbers_from", "portable", "versions", "recorded_versions", "versions_entry",
+           "records_in", "machine"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -81,13 +84,85 @@ def shown_path(path) -> str:
 
 def versions(*extras: str) -> Dict[str, str]:
     """The versions record (the one place it is built): sbnlib, torch, numpy and python, then each
-    installed package of ``extras`` (e.g. ``"scipy", "pandas"`` for the tables). A result record
-    carries ``versions()``; a table's provenance ``versions("scipy", "pandas")``."""
+    installed package of ``extras``. A result record carries ``versions()``; a table names those its
+    records carry (:func:`recorded_versions`), never the versions of the process rendering it."""
     out = {"sbnlib": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
            "python": platform.python_version()}
     for name in extras:
         out[name] = importlib.import_module(name).__version__
     return out
+
+
+def recorded_versions(results: Iterable[dict]) -> Dict[str, str]:
+    """The library versions the result records say their numbers were computed with (each record's
+    ``versions``: sbnlib, torch, numpy, python), by library in name order: its one value where the runs
+    agree, else each distinct value with its number of runs, sorted (``"2.4.5 (3), 2.4.6 (5)"``; a record
+    without that library counts as ``unrecorded``). Empty when no record carries versions."""
+    counts: Dict[str, Dict[str, int]] = {}
+    n = 0
+    for r in results:
+        if not isinstance(r, dict):
+            continue
+        n += 1
+        recorded = r.get("versions")
+        for name, value in (recorded.items() if isinstance(recorded, dict) else ()):
+            c = counts.setdefault(str(name), {})
+            c[str(value)] = c.get(str(value), 0) + 1
+    out = {}
+    for name in sorted(counts):
+        c = dict(counts[name])
+        if n > sum(c.values()):
+            c["unrecorded"] = n - sum(c.values())
+        out[name] = next(iter(c)) if len(c) == 1 else ", ".join(f"{v} ({k})" for v, k in sorted(c.items()))
+    return out
+
+
+def versions_entry(results: Optional[Iterable[dict]]) -> Dict[str, str]:
+    """A provenance block's ``versions`` line: :func:`recorded_versions` of ``results`` as sorted JSON,
+    or no line where there are no results (a table that trains nothing) or none records versions."""
+    recorded = recorded_versions(results) if results is not None else {}
+    return {"versions": json.dumps(recorded, sort_keys=True)} if recorded else {}
+
+
+def records_in(folders: Iterable[Path]):
+    """The result records (``*.json``) in ``folders``, in path order, each reduced to its ``versions``
+    (what :func:`recorded_versions` reads); a missing folder or a file that is not a JSON object is skipped.
+    Only the ``versions`` object is decoded where it is the record's last (a record's metrics make a
+    whole parse of thousands of them take seconds)."""
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else ():
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            found = _last_versions(text)
+            if found is None:
+                try:
+                    record = json.loads(text)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                found = record.get("versions")
+            yield {"versions": found}
+
+
+def _last_versions(text: str) -> Optional[dict]:
+    """The value of the last ``"versions":`` key of a record's JSON text when it is an object of strings
+    and the text is an object; else None (the caller parses the whole record)."""
+    key = '"versions"'
+    at = text.rfind(key)
+    if at < 0 or not text.lstrip().startswith("{"):
+        return None
+    m = re.compile(r"\s*:\s*").match(text, at + len(key))
+    if m is None:  # "versions" as a string value, not a key
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, m.end())
+    except ValueError:
+        return None
+    ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return value if ok else None
 
 
 def machine() -> Dict[str, str]:

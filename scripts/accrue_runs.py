@@ -8,7 +8,8 @@
 (``sbnlib.experiments.readings``: every reading and its random control at the batch sizes and seeds
 of the profile's PLAN, at the learning rates the selection chose); ``--readings-only`` trains those
 alone (the selection must be complete: it is read from the tuning runs, or trained first).
-``--budget-only`` trains the budget check's runs alone (``sbnlib.experiments.budget``).
+``--budget-only`` trains the budget check's runs alone (``sbnlib.experiments.budget``): those of
+``bn`` and ``sbn`` on every dataset first, then those of every reading that beats ``bn``.
 ``--ablation-only`` trains the ablation grid alone (``sbnlib.experiments.studies.train_ablation``: every
 scorer x threshold strategy, the rate sweep and its random control, at the profile's ABLATION batch
 sizes and seeds), the runs that ``notebooks/ablation.ipynb`` would otherwise train in one sitting.
@@ -66,6 +67,13 @@ def main(argv=None) -> int:
         ap.error(f"--stop-after must be a positive number of minutes, got {a.stop_after}")
     stop = stop_condition(a.stop_file, a.stop_after)  # one clock for every dataset
     try:
+        if a.budget_only:  # the check of bn and sbn on every dataset first, then of the readings' wins
+            for wins in (False, True):
+                for d in a.datasets:
+                    P = dataclasses.replace(ex.resolve_params(d, a.profile, data_root=a.data_root, output_dir=a.output_dir,
+                                                              jobs=a.jobs), stop=stop)
+                    train_budget_check(P, ex.tune(P), wins=wins)
+            return 0
         for d in a.datasets:
             P = dataclasses.replace(ex.resolve_params(d, a.profile, data_root=a.data_root, output_dir=a.output_dir,
                                                       jobs=a.jobs), stop=stop)
@@ -76,8 +84,6 @@ def main(argv=None) -> int:
                 train_readings(P, chosen_learning_rates(selection))
             if a.ablation_only:
                 train_ablation(P, chosen_learning_rates(selection))
-            if a.budget_only:
-                train_budget_check(P, selection)
     except SweepStopped as e:
         print(f"{d}: {e}", flush=True)
     except ex.ParameterError as e:  # a bad option: one line that names it, no traceback

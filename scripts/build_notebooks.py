@@ -14,6 +14,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 SETUP = """\
+import matplotlib; matplotlib.use("agg")  # figures are shown from their files; no second, inline copy
 from IPython.display import Image, Markdown, display
 import pandas as pd
 from sbnlib.experiments import pipelines as ex, report, studies
@@ -79,13 +80,24 @@ that selective BN normalises with most certainty, the bottom rows those that ski
 ## Ground truth, where it exists
 
 For a dataset built as a mix of sources (`mnist_fmnist_mix`: MNIST digits and Fashion-MNIST items),
-we know which batches are truly mixed. The AUROC says how well a scorer ranks batches drawn half
-from each source above batches drawn from one source (0.5 = chance, 1 = perfect). One column per
-scorer, all on the same batches: the pixel-spread scorers are fooled because pure Fashion-MNIST
-batches spread more than mixed ones; `spectral_split`, fitted on the training inputs without the
-sources, scores a batch by its spread across the coarsest split of the data's modes."""),
+we know how mixed every batch is. What matters for the method is how a scorer orders **the batches
+training actually forms**: every batch of the evaluation seeds' batch plans, with its minority-source
+share (min of the two sources' shares). First table: the Spearman correlation between score and
+minority share, per batch size (rows) and scorer (columns); second: the AUROC of batches with a
+minority share of at least 25% against those of at most 5% (n/a where one group is empty: a random
+batch of 32 from two equal sources is never nearly pure). Third, a second and differently built
+line: the AUROC of batches drawn half from each source against batches drawn from one source, which
+training never sees at B >= 8. The pixel-spread scorers are fooled because pure Fashion-MNIST batches
+spread more than mixed ones; `spectral_split`, fitted on the training inputs without the sources,
+scores a batch by its spread across the coarsest split of the data's modes."""),
     new_code_cell("""\
+if "plan_ordering" in result:
+    plan = pd.DataFrame(result["plan_ordering"]["rows"])
+    print(result["plan_ordering"]["batches"])
+    display(plan.pivot(index="batch_size", columns="scorer", values="spearman").round(3))
+    display(plan.pivot(index="batch_size", columns="scorer", values="auroc").round(3))
 if "domain_auroc" in result:
+    print("balanced half/half batches vs pure batches (not the batches training forms):")
     display(pd.DataFrame(result["domain_auroc"]).set_index("batch_size"))
 else:
     print(f"{dataset} has no known mix of sources; nothing to check")"""),
@@ -106,7 +118,7 @@ from sbnlib.assess.evidence import benchmark_evidence
 from sbnlib.assess.html import report_html, write_html_report
 add_recommendations(result, benchmark_evidence(P.output_dir))
 write_html_report(result, P.out / "feasibility_report.html", stamped=False)  # committed: no clock in it
-display(HTML(report_html(result, fragment=True)))"""),
+display(HTML(report_html(result, fragment=True, stamped=False)))"""),
 ]
 
 EXPERIMENT = [
@@ -143,7 +155,8 @@ data_root = None         # None: $SBN_DATA_ROOT, else ./data
 download = False         # True: fetch missing files through torchvision (needs internet)
 output_dir = None         # None: outputs/ for the cpu profile, outputs/<profile> for the others; relative to the repo root
 jobs = 1                 # worker processes (each run uses one thread, so results do not depend on jobs)
-scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""",
+scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes
+budget_check = "train"   # "train": the budget check trains its runs (2x epochs); "cached": read those that exist""",
                   metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
 P = ex.resolve_params(dataset, profile, batch_sizes=batch_sizes, seeds=seeds, epochs=epochs,
@@ -171,9 +184,10 @@ display(selection)"""),
     new_markdown_cell("## Training every (method, batch size, seed) at its selected learning rate"),
     new_code_cell("""\
 results, df, wall_time = ex.run(P, selection)
-print(f"{len(results)} runs; {wall_time:.0f} s in this session; "
+print(f"{len(results)} runs; "
       f"{df.wall_time_s.sum():.0f} s of training in all; diverged: {int(df.diverged.sum())}")
-out = ex.analyse(P, ds, results, df)"""),
+budget_runs = ex.budget_check(P, selection, mode=budget_check)
+out = ex.analyse(P, ds, results, df, selection, budget_runs)"""),
     new_markdown_cell("""\
 ## Accuracy table (claim C1)
 
@@ -192,11 +206,15 @@ display(out["accuracy"])"""),
 A comparison is only meaningful where the baselines are trained to their plateau. Per batch size
 and method (means over seeds): the learning rate used, the training accuracy on the last epoch's
 batches, the final validation accuracy, and how much validation accuracy the last two epochs still
-added (below 0.5 pp: plateaued). Where BN's test accuracy falls short of the target this CNN
-reaches on the dataset, every verdict at that batch size reads *baseline not converged* and is
-not counted. The learning curves below show BN's validation accuracy after every epoch."""),
+added. The last two columns come from the **budget check**: `bn` and `sbn` retrained at twice the
+epochs on the tuning seeds, at their selected learning rates, read on validation data. Every batch
+size is judged; a C1 verdict is *budget-sensitive* (shown, not counted) where the doubled budget
+flips the sign of the paired difference or moves it by more than the cell's MDE, or where either
+arm's learning rate lies at an open edge of the grid (table `budget_check` below). The learning
+curves show every method's validation accuracy after every epoch."""),
     new_code_cell("""\
 display(out["convergence"])
+display(pd.read_csv(P.out / "budget_check.csv", comment="#"))
 display(Image(str(P.out / "learning_curves.png")))"""),
     new_markdown_cell("""\
 ## Accuracy against batch size
@@ -264,8 +282,9 @@ display(out["collapse"]) if len(out["collapse"]) else print("no BN-based method 
     new_markdown_cell("""\
 ## Verdicts for this dataset
 
-C1 and C2 per batch size, computed from the tables above by the stated rules. These feed the
-cross-dataset `summary.ipynb` and `outputs/REPORT.md`."""),
+C1 and C2 per batch size, computed from the tables above by the stated rules; `C1 budget` says
+whether twice the training would change C1. These feed the cross-dataset `summary.ipynb` and
+`outputs/REPORT.md`."""),
     new_code_cell("""display(out["verdicts"])"""),
     new_markdown_cell("## Provenance"),
     new_code_cell("""for k, v in out["provenance"].items():
@@ -300,15 +319,15 @@ print(report.C1_RULE, "\\n")
 print(report.C2_RULE)
 display(verdicts)
 if len(verdicts):
-    display(pd.crosstab(verdicts["dataset"], verdicts["C1"]).rename_axis(columns="C1"))
-    display(pd.crosstab(verdicts["dataset"], verdicts["C2"]).rename_axis(columns="C2"))"""),
+    display(pd.crosstab(verdicts["dataset"], verdicts["c1"]).rename_axis(columns="C1"))
+    display(pd.crosstab(verdicts["dataset"], verdicts["c2"]).rename_axis(columns="C2"))"""),
     new_markdown_cell("""\
 ## The verdicts at a glance
 
 The same table as one heat map per claim (C1, C2, and the controls `sbn vs random` and
 `sbn vs gn`): rows are datasets, columns batch sizes. Green (yes) = supported, red (no) =
-contradicted, grey (?) = inconclusive, blue (n.c.) = BN below its target accuracy, so the cell is
-not counted; blank = not measured. The paper's claim C1 would show as a green band at the small
+contradicted, grey (?) = inconclusive; a C1 cell marked * is budget-sensitive (twice the training
+would change it), shown and not counted; blank = not measured. The paper's claim C1 would show as a green band at the small
 batch sizes of the first map; compare the `sbn vs random` map to see whether heterogeneity, rather
 than skipping BN as such, decides anything."""),
     new_code_cell("""\
@@ -324,14 +343,16 @@ reads at once as "selective BN lost at every batch size"."""),
 fig = report_path.parent / "summary_accuracy_diff.png"
 display(Image(str(fig))) if fig.exists() else print("no dataset produced results")"""),
     new_markdown_cell("""\
-## The verdicts in words, and the controls
+## The answer, in words
 
-Per dataset and claim, how many batch sizes got each verdict. `sbn vs random` asks whether
-choosing the batches to normalise by heterogeneity beats choosing the same number at random (if
-not, heterogeneity is not what drives the result); `sbn vs gn` whether selective BN beats
-GroupNorm, the standard answer to small batches."""),
+The first screen of `REPORT.md`: the paper's question answered with numbers, every significant
+win over BN anywhere and what it is owed to, then one short section per claim and check. `sbn vs
+random` asks whether choosing the batches to normalise by heterogeneity beats choosing the same
+number at random (if not, heterogeneity is not what drives the result); `sbn vs gn` whether
+selective BN beats GroupNorm, the standard answer to small batches."""),
     new_code_cell("""\
-print("\\n".join(report.verdict_sentences(verdicts)))"""),
+display(Markdown("\\n".join(report.answer(extra["results"]))))
+display(Markdown("\\n".join(report.claim_sections(extra["results"]))))"""),
     new_markdown_cell("""\
 ## Sanity reference: BN vs GroupNorm as the batch shrinks
 
@@ -350,17 +371,13 @@ else:
     print("no dataset ran both bn and gn")
 print("report written to", report_path)"""),
     new_markdown_cell("""\
-## Why selective BN loses accuracy
+## Where to read more
 
-For each dataset, at its smallest and largest batch size: the accuracy gap between BN and
-selective BN on the test set and on the training batches themselves, and selective BN's training
-loss on the steps that ran BN and on those that skipped it. A gap that is already there in
-training means an optimisation failure of skipping BN (the same weights must serve a normalised
-and an unnormalised network on alternating steps), not a problem of inference; the `random`
-control at the same rate and `sbn_frozen` (skipped batches normalised with running statistics)
-tell whether the choice of batches or the identity skip is to blame."""),
+Each dataset's own report (`outputs/<dataset>/REPORT.md`) holds every table and figure of its
+experiment, readings, ablation and feasibility notebooks."""),
     new_code_cell("""\
-print("\\n".join(extra["collapse"]) or "no dataset has a collapse table")"""),
+for r in extra["results"]:
+    print(f"{r.name:>16}: {r.status['status']}" + (f"  -> {report_path.parent / r.name / 'REPORT.md'}" if r.ok else ""))"""),
 ]
 
 
@@ -407,10 +424,8 @@ the fraction of batches it normalised. Means with 95% confidence intervals over 
 
 The first table lists each batch selection with the fraction of batches it normalised and its test
 accuracy (%). The second compares, at each rate, heterogeneity-selected batches against random
-ones with the paired tests and the verdict rule of the experiment notebook. Column `bn converged`
-says whether BN (the evaluation sweep's runs at these seeds) reached the dataset's target accuracy
-at that batch size; where it did not, the verdict reads *baseline not converged* and is not
-counted, as in every other verdict table."""),
+ones with the paired tests and the verdict rule of the experiment notebook (differences as
+fractions of the test set)."""),
     new_code_cell("""\
 display(out["table"])
 display(out["vs_random"])"""),
@@ -453,7 +468,8 @@ n_test = None
 data_root = None         # None: $SBN_DATA_ROOT, else ./data
 output_dir = None         # None: outputs/ for the cpu profile, outputs/<profile> for the others; relative to the repo root
 jobs = 1
-scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes""",
+scheduler = None         # Dask scheduler address, e.g. tcp://host:8786; None: local processes
+budget_check = "train"   # "train": the budget check trains its runs (2x epochs); "cached": read those that exist""",
                   metadata={"tags": ["parameters"]}),
     new_code_cell(SETUP + """
 from sbnlib.experiments import readings as rd
@@ -465,7 +481,7 @@ display(pd.DataFrame([{"reading": n, "method": r.method, "control": r.control, "
                       for n, r in rd.READINGS.items()]).set_index("reading"))"""),
     new_markdown_cell("## Training bn, every reading and every control"),
     new_code_cell("""\
-out = studies.readings(P, ds, names=readings)
+out = studies.readings(P, ds, names=readings, budget_check=budget_check)
 print(f"{len(out['frame'])} runs; diverged: {int(out['frame'].diverged.sum())}")"""),
     new_markdown_cell("""\
 ## The readings table
@@ -486,10 +502,11 @@ minimum effect the seeds could detect (MDE 80%) and the verdict:
 The last column is the fraction of training batches the reading normalised (its control normalises
 exactly as many).
 
-Where BN's mean test accuracy at a batch size is below its target for the dataset
-(`sbnlib.experiments.tables.BN_TARGETS`; REPORT.md), every verdict of that row reads *baseline not
-converged* and is not counted: the differences and intervals are shown, but a comparison with a
-baseline that has not learned its task says nothing about the method."""),
+A fourth comparison, **reading - none** (no normalisation at all, from the evaluation sweep), says
+whether a reading that beats `bn` owes it to less normalisation rather than to its selection.
+Every win over `bn` is checked at twice the training (column `reading vs bn budget`; the
+`readings_budget_check` table below): the reading, its control, `none` and `bn` retrained at twice
+the epochs on the tuning seeds and read on validation data."""),
     new_code_cell("""\
 print(report.C1_RULE)
 display(out["table"])"""),
@@ -502,6 +519,8 @@ Holm and the interval on one side of 0), a hollow one is inconclusive. A reading
 where its markers sit right of 0 in both panels, mostly at small batch sizes; a claim is
 contradicted only where every reading sits left of 0 against `bn`."""),
     new_code_cell("""display(Image(str(P.out / "readings.png")))"""),
+    new_markdown_cell("## The budget check of every win over BN"),
+    new_code_cell("""display(out["budget"]) if len(out["budget"]) else print("no reading beats bn significantly")"""),
     new_markdown_cell("## Provenance"),
     new_code_cell("""for k, v in out["provenance"].items():
     print(f"{k}: {v}")"""),

@@ -58,9 +58,9 @@ def results(tmp_path):
     cifar100 (missing data); beside them rendered tables that say otherwise, which must not be read."""
     out = tmp_path / "results"
     _write_evidence(out, "mnist", [
-        {"batch_size": 2, "C1": "contradicted", "C2": "contradicted", "sbn vs random": "contradicted", "sbn vs gn": "inconclusive", "bn converged": "yes"},
-        {"batch_size": 4, "C1": "contradicted", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "contradicted", "bn converged": "yes"},
-        {"batch_size": 8, "C1": "inconclusive", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "inconclusive", "bn converged": "yes"},
+        {"batch_size": 2, "C1": "contradicted", "C2": "contradicted", "sbn vs random": "contradicted", "sbn vs gn": "inconclusive"},
+        {"batch_size": 4, "C1": "contradicted", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "contradicted"},
+        {"batch_size": 8, "C1": "inconclusive", "C2": "inconclusive", "sbn vs random": "inconclusive", "sbn vs gn": "inconclusive"},
     ], numbers=[(2, -6.13, 0.485), (4, -1.23, 0.51), (8, -0.42, 0.5225)])
     _write_evidence(out, "fashion_mnist", [{"batch_size": 2, "C1": "inconclusive", "C2": "contradicted"},
                                            {"batch_size": 4, "C1": "supported", "C2": "supported"}])
@@ -96,14 +96,14 @@ def test_evidence_is_read_from_the_files(results):
 
 
 def test_evidence_read_back_equals_what_was_written(tmp_path):
-    verdicts = [{"batch_size": 2, "C1": evidence.NOT_CONVERGED, "C2": "inconclusive", "bn converged": "no"}]
+    verdicts = [{"batch_size": 2, "C1": "contradicted", "C1 budget": evidence.BUDGET_SENSITIVE, "C2": "inconclusive"}]
     record = _write_evidence(tmp_path, "mnist", verdicts, numbers=[(2, -3.5, 0.25)])
     assert json.loads((tmp_path / "mnist" / "evidence.json").read_text()) == record  # plain JSON: no NaN, no numpy
     ev = benchmark_evidence(tmp_path)
     assert [{k: v for k, v in r.items() if k != "dataset"} for r in ev["rows"]] == record["rows"]
     assert ev["datasets"]["mnist"] == {k: v for k, v in record.items() if k not in ("schema", "dataset", "rows")}
-    assert recommend(_row(2), ev)["action"] == "no measured difference"  # an unconverged baseline is not counted
-    assert "BN had not reached its target accuracy" in recommend(_row(2), ev)["reason"]
+    assert recommend(_row(2), ev)["action"] == "no measured difference"  # a budget-sensitive verdict is not counted
+    assert "twice the training changed the comparison" in recommend(_row(2), ev)["reason"]
     # deterministic: the same frames give the same bytes
     first = (tmp_path / "mnist" / "evidence.json").read_bytes()
     _write_evidence(tmp_path, "mnist", verdicts, numbers=[(2, -3.5, 0.25)])
@@ -119,7 +119,7 @@ def test_renamed_display_columns_change_nothing(results):
 
 
 @pytest.mark.parametrize("damage, problem", [
-    (lambda rec: {**rec, "schema": 2}, "has schema 2; this sbnlib reads schema 1"),
+    (lambda rec: {**rec, "schema": 1}, "has schema 1; this sbnlib reads schema 2"),
     (lambda rec: {k: v for k, v in rec.items() if k != "schema"}, "has schema None"),
     (lambda rec: {**rec, "rows": [{"batch_size": "2", "C1": "supported"}]}, "integer batch_size"),
     (lambda rec: {**rec, "rows": [{**rec["rows"][0], "diff_pp": {"bn": "-6.13"}}]}, "numbers (or null)"),

@@ -159,24 +159,22 @@ def test_learning_and_loss_curves_leave_a_diverged_run_out(tmp_path):
     plt.close("all")
 
 
-def test_verdict_heatmap_reads_a_verdict_table(tmp_path):
-    rows = [("mnist", 2, "contradicted", "contradicted", "inconclusive", "supported"),
-            ("mnist", 8, "baseline not converged", "inconclusive", "inconclusive", "contradicted"),
-            ("cifar10", 2, "supported", "inconclusive", "contradicted", "inconclusive")]
-    for d in ("mnist", "cifar10"):  # as the experiment writes them: provenance comments, then the table
-        table = pd.DataFrame([r for r in rows if r[0] == d],
-                             columns=["dataset", "batch_size", "C1", "C2", "sbn vs random", "sbn vs gn"])
-        (tmp_path / f"{d}.csv").write_text(f"# dataset: {d}\n# profile: cpu\n" + table.to_csv(index=False))
-    verdicts = pd.concat([pd.read_csv(tmp_path / f"{d}.csv", comment="#") for d in ("mnist", "cifar10")])
+def test_verdict_heatmap_reads_the_typed_verdicts(tmp_path):
+    rows = [("mnist", 2, "contradicted", "robust", "contradicted", "inconclusive", "supported"),
+            ("mnist", 8, "contradicted", "budget-sensitive", "inconclusive", "inconclusive", "contradicted"),
+            ("cifar10", 2, "supported", "robust", "inconclusive", "contradicted", "inconclusive")]
+    verdicts = pd.DataFrame(rows, columns=["dataset", "batch_size", "c1", "c1_budget", "c2", "vs_random", "vs_gn"])
     fig = plots.plot_verdict_heatmap(verdicts, tmp_path / "v.png")
     assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["C1", "C2", "sbn vs random", "sbn vs gn"]
     c1 = fig.axes[0]
     cells = {(round(t.get_position()[1] - 0.5), round(t.get_position()[0] - 0.5)): t.get_text() for t in c1.texts}
-    # rows: mnist, cifar10 (in the table's order); columns: batch sizes 2, 8
-    assert cells == {(0, 0): "no", (0, 1): "n.c.", (1, 0): "yes"}  # cifar10 at B=8 was not measured: blank
+    # rows: mnist, cifar10 (in the table's order); columns: batch sizes 2, 8; * marks a budget-sensitive C1
+    assert cells == {(0, 0): "no", (0, 1): "no*", (1, 0): "yes"}  # cifar10 at B=8 was not measured: blank
+    c2 = {t.get_text() for t in fig.axes[1].texts}
+    assert "*" not in "".join(c2)  # the budget check is of C1 only
     assert [t.get_text() for t in c1.get_yticklabels()] == ["mnist", "cifar10"]
     assert [t.get_text() for t in c1.get_xticklabels()] == ["2", "8"]
-    assert "n.c.: baseline not converged" in _legend_texts(fig)
+    assert "*: budget-sensitive (not counted)" in _legend_texts(fig)
     assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
     plt.close(fig)
 

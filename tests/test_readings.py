@@ -175,6 +175,72 @@ def test_feasibility_writes_one_auroc_column_per_scorer(tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "toy_mix" / "feasibility_auroc.csv", comment="#", index_col="batch_size")
     assert list(table.index) == [4, 8] and list(table.columns) == sorted(SCORERS)
     assert [r["batch_size"] for r in res["domain_auroc"]] == [4, 8]
+    # issue 27: the batches training sees, ranked by their minority share (smoke: 2 seeds, val_frac 0.1)
+    n_tr = 200 - 20
+    spearman = pd.read_csv(tmp_path / "toy_mix" / "feasibility_plan_ordering.csv", comment="#", index_col="batch_size")
+    assert list(spearman.index) == [4, 8]
+    assert list(spearman.columns) == ["n_batches", "minority_share_mean", *sorted(SCORERS)]
+    assert list(spearman.n_batches) == [2 * (n_tr // 4), 2 * (n_tr // 8)]
+    plan_auroc = pd.read_csv(tmp_path / "toy_mix" / "feasibility_plan_auroc.csv", comment="#", index_col="batch_size")
+    assert list(plan_auroc.columns) == ["n_batches", "n_share_ge_25pct", "n_share_le_5pct", *sorted(SCORERS)]
+    po = res["plan_ordering"]
+    assert po["seeds"] == [0, 1] and po["n_train_images"] == n_tr
+    assert len(po["rows"]) == 2 * len(SCORERS)
+    assert "never sees" in (tmp_path / "toy_mix" / "feasibility_auroc.md").read_text()
+    json.dumps(res, allow_nan=False)  # n/a is null in the JSON, not NaN
+
+
+def _shifted_sources(n=400, d=20, frac1=0.3, seed=0):
+    """Two equally wide sources far apart, source 1 a ``frac1`` minority: batches of a random plan have
+    every minority share from 0 up, and a batch spreads more the more mixed it is."""
+    g = torch.Generator().manual_seed(seed)
+    domain = (torch.rand(n, generator=g) < frac1).long()
+    x = torch.randn(n, d, generator=g) + 4.0 * domain[:, None]
+    return x.reshape(n, 1, 4, 5), domain
+
+
+def test_plan_ordering_ranks_the_plan_batches_by_their_minority_share():
+    from scipy.stats import mannwhitneyu, spearmanr
+
+    from sbnlib.assess import plan_ordering_table
+    from sbnlib.batches import make_batch_plan
+
+    x, domain = _shifted_sources()
+    table = plan_ordering_table(x, domain, [1, 4, 8], scorers=["feature_std", "spectral_split"], seeds=[0, 3])
+    assert list(table.index.get_level_values("batch_size").unique()) == [4, 8]  # B=1 left out
+    for b in (4, 8):
+        # the batches are exactly the plans' of the seeds, pooled in seed order
+        plan = torch.cat([make_batch_plan(400, b, seed=0), make_batch_plan(400, b, seed=3)])
+        ones = domain[plan].sum(1).numpy()
+        share = np.minimum(ones, b - ones) / b
+        high, low = share >= 0.25, share <= 0.05
+        assert high.any() and low.any()
+        for name in ("feature_std", "spectral_split"):
+            row = table.loc[(b, name)]
+            s = score_batches(x, b, fit_scorer(name, x), order=plan).numpy()
+            assert row.n_batches == 2 * (400 // b) and row.minority_share_mean == pytest.approx(share.mean())
+            assert row.n_high == high.sum() and row.n_low == low.sum()
+            assert row.spearman == pytest.approx(spearmanr(s, share).statistic)
+            u = mannwhitneyu(s[high], s[low]).statistic
+            assert row.auroc == pytest.approx(u / (high.sum() * low.sum()))
+            assert row.spearman > 0.5 and row.auroc > 0.9  # both scorers see these mixtures
+    # deterministic
+    pd.testing.assert_frame_equal(table, plan_ordering_table(x, domain, [4, 8], ["feature_std", "spectral_split"],
+                                                             seeds=[0, 3]))
+
+
+def test_plan_ordering_is_nan_where_a_group_is_empty():
+    from sbnlib.assess import plan_ordering_table
+
+    x, domain = _shifted_sources(frac1=0.5)
+    table = plan_ordering_table(x, domain, [64], scorers=["feature_std"])
+    row = table.loc[(64, "feature_std")]
+    assert row.n_low == 0 and row.n_high == 6 and np.isnan(row.auroc)  # no nearly pure batch of 64
+    pure = plan_ordering_table(x, torch.zeros(400, dtype=torch.long), [4], scorers=["feature_std"])
+    row = pure.loc[(4, "feature_std")]  # one source only: share 0 everywhere
+    assert row.n_high == 0 and row.n_low == 100 and np.isnan(row.auroc) and np.isnan(row.spearman)
+    with pytest.raises(ValueError, match="0 or 1"):
+        plan_ordering_table(x, domain + 1, [4], scorers=["feature_std"])
 
 
 # ---------------------------------------------------------------------------------------------

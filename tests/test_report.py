@@ -72,19 +72,6 @@ def test_c2_rule():
     assert counts["BN transformations sbn"].tolist() == [150, 150]
 
 
-def test_report_lists_missing_datasets_and_verdicts(tmp_path):
-    evidence.write_status(tmp_path / "mnist", "ok", data_status="verified")
-    (tmp_path / "mnist" / "accuracy.md").write_text("## mnist acc\n\n| a |\n")
-    evidence.write_status(tmp_path / "cifar100", "missing", "cifar100: files missing under the data root")
-    verdicts = pd.DataFrame({"dataset": ["mnist"], "batch_size": [2], "C1": ["inconclusive"], "C2": ["supported"]})
-    path = report.write_report(tmp_path, ["mnist", "cifar100", "cifar10"], verdicts, [], {"git_commit": "abc"})
-    text = path.read_text()
-    assert "| cifar100 | missing | cifar100: files missing under the data root |" in text
-    assert "| cifar10 | not run |" in text
-    assert "| mnist | 2 | inconclusive | supported |" in text
-    assert "### mnist acc" in text and report.C2_RULE in text
-
-
 def test_status_round_trip_and_unreadable(tmp_path):
     evidence.write_status(tmp_path, "failed", "boom", runs=3)
     assert evidence.read_status(tmp_path) == {"status": "failed", "reason": "boom", "runs": 3}
@@ -129,15 +116,6 @@ def test_git_commit_ignores_outputs_but_not_code(tmp_path):
     (tmp_path / "code.py").write_text("b")
     assert provenance.git_commit(tmp_path).endswith("+dirty")
     assert provenance.git_commit(tmp_path / "nowhere").startswith("unknown")
-
-
-def test_verdict_sentences_count_batch_sizes():
-    v = pd.DataFrame({"dataset": ["a", "a", "a"], "batch_size": [2, 4, 8],
-                      "C1": ["contradicted", "inconclusive", "contradicted"], "C2": ["supported"] * 3})
-    lines = report.verdict_sentences(v)
-    assert lines[0] == ("- **a**, C1 (selective BN more accurate than BN): contradicted at 2, inconclusive at 1 "
-                        "of 3 batch sizes (contradicted: B = 2, 8; inconclusive: B = 4).")
-    assert "supported at 3 of 3" in lines[1] and len(lines) == 2
 
 
 def _result(method, b, seed, losses, bn_on, epochs=2, acc=0.5):
@@ -199,30 +177,11 @@ def test_collapse_sentences_state_train_and_test_gaps():
           _result("sbn", 8, 0, [1, 1, 0.5, 1.5], [True, False] * 2, acc=0.6),
           _result("random", 8, 0, [1, 1, 0.7, 1.7], [True, False] * 2, acc=0.5)]
     rs[1]["epochs"][-1] = {"train_acc": 0.7}
-    lines = report.collapse_sentences(tables.collapse_table(rs), "toy")
+    machine = tables.collapse_table(rs).rename(columns={v: k for k, v in tables.COLLAPSE_COLUMNS.items()}).reset_index()
+    lines = report.collapse_sentences(machine, "toy")
     assert lines == ["- **toy**, B=8: accuracy bn - sbn is +30.0 pp on the test set and +20.0 pp on the training "
                      "batches; sbn's last-epoch training loss is 1.000 (0.500 on BN-on steps, 1.500 on BN-off "
                      "steps) against bn's 0.200, random (same rate) 1.200."]
-
-
-def test_readings_sentences_name_the_batch_sizes_where_a_reading_wins():
-    idx = pd.MultiIndex.from_tuples([("identity", 2), ("identity", 8), ("input", 2), ("input", 8)])
-    t = pd.DataFrame({"reading vs bn": ["contradicted", "supported", "inconclusive", "inconclusive"],
-                      "reading vs control": ["supported", "supported", "inconclusive", "contradicted"]}, index=idx)
-    lines = report.readings_sentences(t, "mix")
-    assert lines[0] == ("- **mix**, reading `identity`: beats BN at B = 8 and beats its random control at B = 2, 8 "
-                        "(of B = 2, 8).")
-    assert lines[1] == ("- **mix**, reading `input`: never beats BN and never beats its random control (of B = 2, 8).")
-    t.loc[("input", 2), ["reading vs bn", "reading vs control"]] = evidence.NOT_CONVERGED
-    assert report.readings_sentences(t, "mix")[1] == (
-        f"- **mix**, reading `input`: never beats BN and never beats its random control (of B = 8; B = 2: "
-        f"*{evidence.NOT_CONVERGED}*, not counted).")
-
-
-def test_verdict_sentences_count_unconverged_baselines():
-    v = pd.DataFrame({"dataset": ["a", "a"], "batch_size": [2, 4], "C1": [evidence.NOT_CONVERGED, "inconclusive"],
-                      "C2": ["supported"] * 2})
-    assert f"inconclusive at 1, {evidence.NOT_CONVERGED} at 1 of 2" in report.verdict_sentences(v)[0]
 
 
 def test_provenance_names_the_runs_commits_not_the_rendering():
@@ -240,42 +199,6 @@ def test_provenance_names_the_runs_commits_not_the_rendering():
     assert portable({"root": "/machine/path/data", "status": "ok"}) == {"root": "data", "status": "ok"}
 
 
-def test_summary_reports_every_dataset_with_results_not_only_those_asked(tmp_path, capsys):
-    from sbnlib.experiments import studies
-    for d in ("mnist", "cifar10"):
-        evidence.write_status(tmp_path / d, "ok", data_status="verified", profile="cpu")
-        pd.DataFrame({"dataset": d, "batch_size": [2, 8], "C1": ["contradicted", "inconclusive"],
-                      "C2": ["inconclusive"] * 2}).to_csv(tmp_path / d / "verdicts.csv", index=False)
-    verdicts, statuses, path, _ = studies.summary(["mnist"], tmp_path)
-    assert list(statuses) == ["cifar10", "mnist"] and set(verdicts.dataset) == {"mnist", "cifar10"}
-    first = path.read_bytes()  # the registry's order, whichever dataset was rendered last: the same report
-    assert list(studies.summary(["cifar10"], tmp_path)[1]) == ["cifar10", "mnist"] and path.read_bytes() == first
-    text = path.read_text()
-    assert "| mnist | ok |" in text and "| cifar10 | ok |" in text
-    # the verdicts at a glance, right after the verdict table: one heat map of every dataset read
-    assert (tmp_path / "summary_verdicts.png").read_bytes()[:4] == b"\x89PNG"
-    assert text.index("## Verdicts at a glance") < text.index("![summary_verdicts](summary_verdicts.png)")
-    # its stages as a progress bar on stdout (run_all.sh shows the "summary: NN%" lines)
-    shown = capsys.readouterr().out
-    assert "summary:   0%" in shown and "summary: 100%" in shown and "4/4" in shown
-
-
-def test_convergence_sentences_say_where_bn_fell_short():
-    v = pd.DataFrame({"dataset": ["mnist", "mnist", "mnist_fmnist_mix"], "batch_size": [2, 8, 2],
-                      "bn converged": ["no", "yes", "no target"]})
-    lines = report.convergence_sentences(v)
-    assert lines[0].startswith("- **mnist**: BN fell short of its 98.5% target at B = 2 of 2 batch sizes")
-    assert "no BN target" in lines[1]
-    assert report.convergence_sentences(v.assign(**{"bn converged": "yes"}))[0].endswith("at every batch size (2).")
-    # with the run rows, a shortfall says how far BN got there and elsewhere, and whether it was still learning
-    runs = pd.DataFrame({"method": ["bn"] * 4 + ["sbn"], "batch_size": [2, 2, 8, 8, 2], "seed": [0, 1, 0, 1, 0],
-                         "final_test_acc": [0.97, 0.98, 0.99, 0.995, 0.5], "final_train_acc": [0.99, 1.0, 1.0, 1.0, 0.5],
-                         "val_gain_last2": [0.01, 0.02, 0.0, 0.0, 0.3]})
-    line = report.convergence_sentences(v, {"mnist": runs})[0]
-    assert line.endswith("BN (mean over seeds) at B=2: test 97.50%, training 99.5%, validation gain over the last "
-                         "two epochs +1.50 pp; at the other batch sizes test 99.25%.")
-
-
 def test_reports_show_paths_inside_the_repository_relative_and_count_epochs_right():
     from sbnlib.assess.advice import plural
     from sbnlib.provenance import shown_path
@@ -284,16 +207,3 @@ def test_reports_show_paths_inside_the_repository_relative_and_count_epochs_righ
     assert plural(8, "epoch") == "8 epochs" and plural(2, "batch") == "2 batches" and plural(1, "epoch") == "1 epoch"
 
 
-def test_ablation_sentences_state_the_extremes_the_best_selection_and_the_verdicts_vs_random():
-    idx = pd.MultiIndex.from_tuples([(4, "rate 0"), (4, "rate 1"), (4, "a / mean"), (4, "b / otsu"),
-                                     (8, "rate 0"), (8, "rate 1"), (8, "a / mean")], names=["batch_size", "selection"])
-    acc = pd.DataFrame({"frac_normalized": [0, 1, 0.5, 0.8, 0, 1, 0.4],
-                        "acc_mean": [80.0, 90.0, 85.0, 86.5, 81.0, 91.0, 84.0]}, index=idx)
-    vs = pd.DataFrame({"batch_size": [4, 4, 8, 8], "threshold_rate": [0.25, 0.5, 0.25, 0.5],
-                       "mean_diff": [0.002, 0.001, -0.003, 0.0],
-                       "verdict": ["supported", "inconclusive", evidence.NOT_CONVERGED, evidence.NOT_CONVERGED]})
-    lines = report.ablation_sentences(acc, vs, "toy")
-    assert lines[0] == ("- **toy**, B=4: rate 1 (every batch normalised) 90.00%, rate 0 (none) 80.00%, best scorer / "
-                        "threshold `b / otsu` 86.50% (normalising 80% of batches). Heterogeneity-selected vs random "
-                        "batches at the same rate: supported at rate 0.25 (+0.20 pp); inconclusive at rate 0.5.")
-    assert lines[1].endswith(f"*{evidence.NOT_CONVERGED}* (not counted) at rate 0.25, 0.5.")

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from sbnlib import data
+from sbnlib.assess import evidence
 from sbnlib.assess.evidence import benchmark_evidence
 from sbnlib.experiments import pipelines as ex
 from sbnlib.experiments import studies
@@ -24,12 +25,13 @@ def test_a_cached_rerun_rewrites_nothing(tmp_path, monkeypatch):
         P = ex.resolve_params("toy_rerun", "smoke", batch_sizes=[8, 16], output_dir=str(tmp_path))
         selection = ex.tune(P, ds, progress=False)
         results, df, _ = ex.run(P, selection, progress=False)
-        ex.analyse(P, ds, results, df)
+        ex.analyse(P, ds, results, df, selection, ex.budget_check(P, selection, progress=False))
         studies.summary(["toy_rerun"], tmp_path)
 
     experiment()
     first = _snapshot(tmp_path)
     assert "toy_rerun/accuracy.csv" in first and "REPORT.md" in first and "toy_rerun/lr_selection.md" in first
+    assert "toy_rerun/budget_check.csv" in first and "toy_rerun/REPORT.md" in first
     assert not any(b"/tmp" in v or str(tmp_path).encode() in v for k, v in first.items() if not k.endswith(".png"))
     _check_evidence(tmp_path, "toy_rerun")
     _check_cost(tmp_path, "toy_rerun")
@@ -56,10 +58,10 @@ def _check_evidence(root, dataset):
     ev = json.loads((root / dataset / "evidence.json").read_text())
     verdicts = pd.read_csv(root / dataset / "verdicts.csv", comment="#")
     comps = pd.read_csv(root / dataset / "comparisons_accuracy.csv")
-    assert ev["schema"] == 1 and ev["dataset"] == dataset and ev["profile"] == "smoke"
+    assert ev["schema"] == evidence.EVIDENCE_SCHEMA and ev["dataset"] == dataset and ev["profile"] == "smoke"
     assert [r["batch_size"] for r in ev["rows"]] == [8, 16] and ev["seeds"] == 2
     for r, v in zip(ev["rows"], verdicts.to_dict(orient="records")):
-        assert (r["C1"], r["C2"], r["bn converged"]) == (v["C1"], v["C2"], v["bn converged"])
+        assert (r["C1"], r["C2"], r["C1 budget"]) == (v["C1"], v["C2"], v["C1 budget"])
         c = comps[(comps.batch_size == r["batch_size"]) & (comps.baseline == "bn")].iloc[0]
         assert r["diff_pp"]["bn"] == pytest.approx(100 * c.mean_diff, abs=1e-4)
         assert r["ci_pp"]["bn"] == pytest.approx([100 * c.ci_low, 100 * c.ci_high], abs=1e-4)

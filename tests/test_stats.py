@@ -1,4 +1,5 @@
 """Paired statistics, Holm correction, verdicts, run metrics and run tables (sbnlib.experiments.stats, sbnlib.experiments.metrics)."""
+import itertools
 import json
 import math
 
@@ -12,10 +13,17 @@ from sbnlib.experiments.records import StepLog
 from sbnlib.experiments.stats import (
     PAIRED_FIELDS,
     VERDICT_RULE,
+    WILCOXON_EXACT_MAX_N,
+    _bootstrap_ci,
+    accuracy_resolution,
     accuracy_table,
     compare_methods,
     holm,
+    min_detectable_effect,
     paired_comparison,
+    rule_mde_factor,
+    rule_min_detectable_effect,
+    signed_rank_pvalue,
     spread_comparison,
     summary_frame,
     verdict,
@@ -399,3 +407,172 @@ def test_spread_comparison_detects_larger_spread():
     assert out["mean_diff"].iloc[0] == pytest.approx(-0.009 * 3)  # mean |k| = 3
     out = spread_comparison(_spread_runs(wide="sbn", narrow="bn"), n_boot=1000)
     assert out["verdict"].iloc[0] == "contradicted"  # sbn spreads more
+
+
+# --------------------------------------------------------------------------- exact Wilcoxon with ties and zeros
+
+def _signed_rank_bruteforce(d):
+    """Two-sided signed-rank p by enumerating all 2**n sign flips of the non-zero |d| (midranks)."""
+    d = np.asarray(d, float)
+    d = d[d != 0]
+    n = d.size
+    if n == 0:
+        return 1.0
+    a = np.abs(d)
+    ranks = np.array([(a < x).sum() + ((a == x).sum() + 1) / 2 for x in a])
+    t_obs = ranks[d > 0].sum()
+    sums = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=n)])
+    p_tails = min(1.0, 2 * min(np.mean(sums >= t_obs - 1e-9), np.mean(sums <= t_obs + 1e-9)))
+    centre = ranks.sum() / 2  # "at least as far from the null mean as observed": the same number (symmetry)
+    p_far = np.mean(np.abs(sums - centre) >= abs(t_obs - centre) - 1e-9)
+    assert p_tails == pytest.approx(p_far, abs=1e-12)
+    return p_tails
+
+
+def test_signed_rank_matches_bruteforce_with_ties_and_zeros():
+    cases = [[3, 3, 3, 3, 3], [-2, -2, -2, -2, -2, -2], [2, -2, 2, -2, 2], [0, 0, 0], [0, 4], [5], [0, 0, 1, -1],
+             [1, 1, 2, -2, 0, 3, 3, -3, 0, 1], [-3, -16, 23, -5, 15, -16, -23, -2]]
+    rng = np.random.default_rng(21)
+    for _ in range(40):  # small integer differences: many ties and zeros
+        n = int(rng.integers(1, 11))
+        cases.append(rng.integers(-4, 5, n).tolist())
+    for d in cases:
+        d = np.asarray(d, float)
+        assert signed_rank_pvalue(d) == pytest.approx(_signed_rank_bruteforce(d), rel=1e-12, abs=1e-15), d
+        assert signed_rank_pvalue(0.37 * d) == signed_rank_pvalue(d)  # scale-free
+        assert signed_rank_pvalue(-d) == signed_rank_pvalue(d)  # two-sided
+
+
+def test_signed_rank_equals_scipy_exact_without_ties():
+    rng = np.random.default_rng(4)
+    for n in list(range(2, 25)) + [WILCOXON_EXACT_MAX_N]:
+        d = rng.normal(0.3, 1.0, n)
+        assert signed_rank_pvalue(d) == pytest.approx(st.wilcoxon(d, method="exact").pvalue, rel=1e-12)
+    assert signed_rank_pvalue(np.arange(1, 9)) == pytest.approx(2 / 2**8)
+
+
+def test_signed_rank_normal_approximation_above_the_exact_limit():
+    rng = np.random.default_rng(6)
+    for shift in (0.0, 0.5):
+        d = np.round(rng.normal(shift, 1.0, WILCOXON_EXACT_MAX_N + 30), 1)  # ties and zeros
+        assert (d == 0).any() and np.unique(np.abs(d[d != 0])).size < (d != 0).sum()
+        want = st.wilcoxon(d, zero_method="wilcox", method="approx", correction=False).pvalue
+        assert signed_rank_pvalue(d) == pytest.approx(want, rel=1e-9)
+    with pytest.raises(ValueError):
+        signed_rank_pvalue([1.0, np.nan])
+
+
+# Committed MNIST runs (outputs/mnist/runs): sbn and random at B=2, seeds 0-7, test accuracy over 10000
+# images. Two differences are +-23/10000 but not bitwise opposite: float subtraction hides that tie.
+MNIST_SBN_B2 = np.array([0.9834, 0.9828, 0.9863, 0.9828, 0.9841, 0.9849, 0.9822, 0.9861])
+MNIST_RANDOM_B2 = np.array([0.9837, 0.9844, 0.984, 0.9833, 0.9826, 0.9865, 0.9845, 0.9863])
+
+
+def test_resolution_makes_hidden_ties_visible():
+    raw = MNIST_SBN_B2 - MNIST_RANDOM_B2
+    steps = np.round(raw * 10000)  # [-3, -16, 23, -5, 15, -16, -23, -2]
+    assert abs(raw[2]) != abs(raw[6]) and steps[2] == -steps[6]  # the hidden tie
+    plain = paired_comparison(MNIST_SBN_B2, MNIST_RANDOM_B2, n_boot=500)
+    exact = paired_comparison(MNIST_SBN_B2, MNIST_RANDOM_B2, n_boot=500, resolution=1 / 10000)
+    assert plain["p_wilcoxon"] == pytest.approx(_signed_rank_bruteforce(raw))  # ranks 7 and 8, no tie
+    assert exact["p_wilcoxon"] == pytest.approx(_signed_rank_bruteforce(steps))  # midranks 7.5, 7.5
+    assert exact["p_wilcoxon"] != pytest.approx(plain["p_wilcoxon"])
+    # the rounded differences: equal steps are equal floats; mean and CI move by float rounding only
+    d = np.round(raw / 1e-4) * 1e-4
+    assert d[2] == -d[6]
+    assert exact["mean_diff"] == pytest.approx(plain["mean_diff"], abs=1e-15)
+    assert exact["ci_low"] == pytest.approx(plain["ci_low"], abs=1e-15)
+    assert exact["std_diff"] == pytest.approx(plain["std_diff"], rel=1e-9)
+    with pytest.raises(ValueError, match="resolution"):
+        paired_comparison(MNIST_SBN_B2, MNIST_RANDOM_B2, resolution=1 / 3000)  # not a multiple
+    with pytest.raises(ValueError, match="resolution"):
+        paired_comparison(MNIST_SBN_B2, MNIST_RANDOM_B2, resolution=0.0)
+
+
+def test_resolution_turns_float_noise_into_zeros():
+    b = np.array([0.91, 0.83, 0.77, 0.95, 0.62, 0.88])
+    t = b + np.array([0.01, 0.0, 0.02, 0.0, 0.03, 0.04])
+    t[1] += 1e-15  # float noise on a true zero
+    r = paired_comparison(t, b, n_boot=200, resolution=0.01)
+    assert r["p_wilcoxon"] == pytest.approx(2 / 2**4)  # two zeros discarded, four positive
+    assert paired_comparison(t, b, n_boot=200)["p_wilcoxon"] == pytest.approx(2 / 2**5)  # the noise counts
+
+
+def test_accuracy_resolution_from_the_evaluation_set_size():
+    df = _runs()
+    assert accuracy_resolution(df) is None  # no column: no rounding
+    assert accuracy_resolution(df.assign(n_test_eval=np.nan)) is None
+    assert accuracy_resolution(df.assign(n_test_eval=10000)) == 1 / 10000
+    assert accuracy_resolution(df.assign(n_val_eval=1000.0), "n_val_eval") == 1 / 1000
+    mixed = df.assign(n_test_eval=[10000] * (len(df) - 1) + [20000])
+    with pytest.raises(ValueError, match="n_test_eval"):
+        accuracy_resolution(mixed)
+    with pytest.raises(ValueError, match="n_test_eval"):
+        accuracy_resolution(df.assign(n_test_eval=[10000] * (len(df) - 1) + [np.nan]))
+
+
+def test_iter_results_records_the_evaluation_set_sizes():
+    from sbnlib.experiments.sweep import iter_results
+    config = {"dataset": "mnist", "method": "bn", "batch_size": 8, "seed": 0, "lr": 0.05, "scorer": "feature_std",
+              "threshold": "mean", "threshold_q": None, "threshold_rate": None, "reform_batches": False}
+    rec = {**_record(), "config": config, "wall_time_s": 1.0, "data": {"n_test": 10000, "n_val": 1000}}
+    row = next(iter_results([rec]))
+    assert row["n_test_eval"] == 10000 and row["n_val_eval"] == 1000
+    row = next(iter_results([{**rec, "data": {"n_test": 10000, "n_val": 0}}]))
+    assert math.isnan(row["n_val_eval"])  # no validation split
+    assert math.isnan(next(iter_results([{k: v for k, v in rec.items() if k != "data"}]))["n_test_eval"])
+
+
+def test_accuracy_tables_round_to_the_test_set():
+    from sbnlib.experiments.tables import accuracy_tables
+    rows = [{"method": m, "seed": s, "batch_size": 2, "final_test_acc": acc[s], "frac_normalized": 1.0,
+             "n_test_eval": 10000.0}
+            for m, acc in (("sbn", MNIST_SBN_B2), ("bn", MNIST_RANDOM_B2)) for s in range(8)]
+    c = accuracy_tables(pd.DataFrame(rows), ["sbn", "bn"], n_boot=500)["comparisons"]
+    steps = np.round((MNIST_SBN_B2 - MNIST_RANDOM_B2) * 10000)
+    assert c["p_wilcoxon"].iloc[0] == pytest.approx(_signed_rank_bruteforce(steps))
+
+
+# --------------------------------------------------------------------------- MDE of the verdict rule
+
+def _rule_power(delta, sd, n, level, reps, seed):
+    """Share of ``reps`` samples of n normal differences that the rule calls supported: exact Wilcoxon
+    p < level and bootstrap 95% CI above 0 (the functions paired_comparison calls; another seed than the
+    MDE's simulation, and a bootstrap of 2000 resamples drawn afresh per sample)."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for i in range(reps):
+        d = rng.normal(delta, sd, n)
+        hits += signed_rank_pvalue(d) < level and _bootstrap_ci(d, 2000, seed + i, 0.05)[0] > 0
+    return hits / reps
+
+
+@pytest.mark.parametrize("n,level", [(8, 0.05 / 5), (10, 0.05 / 3)])
+def test_rule_mde_has_the_stated_power(n, level):
+    sd = 0.02
+    mde = rule_min_detectable_effect(sd, n, level)
+    assert mde == pytest.approx(rule_mde_factor(n, level) * sd)
+    assert _rule_power(mde, sd, n, level, reps=2000, seed=99) == pytest.approx(0.8, abs=0.03)
+    assert _rule_power(0.7 * mde, sd, n, level, reps=500, seed=98) < 0.7  # and not much less would do
+
+
+def test_rule_mde_against_the_t_test_and_closed_form():
+    k = rule_mde_factor(8, 0.05 / 5)
+    # with 8 pairs at level 0.01 only "all 8 positive" is significant (p = 2/256), which then puts the whole
+    # bootstrap CI above 0: power = Phi(k)**8, so k = Phi^-1(0.8**(1/8)) = 1.919 up to Monte-Carlo error
+    assert k == pytest.approx(st.norm.ppf(0.8 ** (1 / 8)), abs=0.03)
+    assert rule_min_detectable_effect(1.0, 8, 0.01) > min_detectable_effect(1.0, 8, 0.01)  # t-test: 1.60
+    assert rule_mde_factor(8, 0.05) < k  # a laxer level needs less
+    assert rule_mde_factor(8, 0.01) == k  # the same rejection region (2/256 < 0.01 < 4/256): the same factor
+    rule_mde_factor.cache_clear()
+    assert rule_mde_factor(8, 0.05 / 5) == k  # deterministic, not just cached
+    assert rule_min_detectable_effect(1.0, 5, 0.05) == math.inf  # 2/2**5 = 0.0625: unreachable
+    assert rule_min_detectable_effect(1.0, 8, 0.05 / 128) == math.inf  # 2/256 > 0.05/128
+    assert math.isnan(rule_min_detectable_effect(0.0, 8, 0.01))
+    assert math.isnan(rule_min_detectable_effect(1.0, 1, 0.01))
+
+
+def test_compare_methods_mde_is_the_rules():
+    out = compare_methods(_runs(), "final_test_acc", n_boot=500)
+    for r in out.itertuples(index=False):
+        assert r.mde_80 == pytest.approx(rule_min_detectable_effect(r.std_diff, 8, 0.05 / 3))

@@ -9,6 +9,7 @@
   analysis, read here); :mod:`.advice` (the recommendation), :mod:`.figures` and :mod:`.html`
   (the report).
 """
-from .core import DEFAULT_BATCH_SIZES, assess, assess_data, domain_auroc, domain_auroc_table, summary_table
+from .core import DEFAULT_BATCH_SIZES, assess, assess_data, domain_auroc, domain_auroc_table, plan_ordering_table, summary_table
 
-__all__ = ["assess_data", "assess", "summary_table", "domain_auroc", "domain_auroc_table", "DEFAULT_BATCH_SIZES"]
+__all__ = ["assess_data", "assess", "summary_table", "domain_auroc", "domain_auroc_table", "plan_ordering_table",
+           "DEFAULT_BATCH_SIZES"]

@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 
 from ..provenance import shown_path
-from .evidence import NOT_CONVERGED, _evidence_at, _title, diff_pp
+from .evidence import BUDGET_SENSITIVE, _evidence_at, _title, diff_pp
 
 __all__ = ["diff_pp", "recommend", "add_recommendations", "recommendation_lines", "RECOMMENDATION_RULE"]
 
@@ -100,7 +100,8 @@ def recommend(row: dict, ev: dict) -> dict:
             "says whether skipping BN on those batches helps or hurts accuracy."))
     else:
         at = f"B={near}" if near == b else f"B={near} (the nearest measured batch size; B={b} was not measured)"
-        by = {v: [r["dataset"] for r in rows if r.get("C1") == v] for v in ("supported", "contradicted", "inconclusive")}
+        counted = [r for r in rows if r.get("C1 budget") != BUDGET_SENSITIVE]  # a budget-sensitive verdict is not counted
+        by = {v: [r["dataset"] for r in counted if r.get("C1") == v] for v in ("supported", "contradicted", "inconclusive")}
         sup, con, inc = by["supported"], by["contradicted"], by["inconclusive"]
         parts = []
         if con:
@@ -115,10 +116,10 @@ def recommend(row: dict, ev: dict) -> dict:
             rng = _diff_range([r for r in rows if r["dataset"] in inc])
             parts.append(f"on {_join(inc)} at {at} the difference was not significant "
                          f"(C1 inconclusive{'; ' + rng if rng else ''})")
-        unconv = [r["dataset"] for r in rows if r.get("C1") == NOT_CONVERGED]
-        if unconv:
-            parts.append(f"on {_join(unconv)} at {at} BN had not reached its target accuracy, so that comparison "
-                         f"is not counted ({NOT_CONVERGED})")
+        unsure = [r["dataset"] for r in rows if r.get("C1 budget") == BUDGET_SENSITIVE]
+        if unsure:
+            parts.append(f"on {_join(unsure)} at {at} twice the training changed the comparison on validation data, "
+                         f"so it is not counted ({BUDGET_SENSITIVE})")
         action = ("compare both" if sup and con else "use BN" if con else "try selective BN" if sup
                   else "no measured difference")
         reason = "; ".join(parts)

@@ -10,7 +10,10 @@ threshold is fitted and the fraction of batches that *need BN* is reported.
   measured evidence from the benchmark results (:mod:`sbnlib.assess.advice`; :mod:`sbnlib.assess.html` writes the HTML
   report);
 * :func:`domain_auroc`: does the scorer rank truly mixed batches above pure ones?
-  (:func:`domain_auroc_table`: every scorer at every batch size)
+  (:func:`domain_auroc_table`: every scorer at every batch size; balanced half/half batches against
+  pure ones, which a random batch plan hardly ever forms at B >= 8)
+* :func:`plan_ordering_table`: how does each scorer order the batches of the batch plan itself
+  (the batches training sees) by their share of the minority source?
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from .readers import open_source
 from .streaming import read_standardized, release_free_memory, scan
 
 __all__ = ["assess", "assess_data", "stream_scores", "summary_table", "domain_auroc", "domain_auroc_table",
-           "fitting_batch_sizes", "DEFAULT_BATCH_SIZES"]
+           "plan_ordering_table", "fitting_batch_sizes", "DEFAULT_BATCH_SIZES"]
 
 FIT_ITEMS = 10_000  # how many items of your own data a fitted scorer is fitted on (one read, bounded memory)
 DEFAULT_BATCH_SIZES = (2, 4, 8, 16, 32, 64)
@@ -138,6 +141,77 @@ def domain_auroc_table(x: torch.Tensor, domain: torch.Tensor, batch_sizes: Itera
     sizes = [b for b in batch_sizes if b >= 2]
     return pd.DataFrame({name: [domain_auroc(x, domain, b, fn, n_batches, seed)["auroc"] for b in sizes]
                          for name, fn in fitted.items()}, index=pd.Index(sizes, name="batch_size"))
+
+
+def plan_ordering_table(x: torch.Tensor, domain: torch.Tensor, batch_sizes: Iterable[int], scorers=None,
+                        seeds: Iterable[int] = (0,), high: float = 0.25, low: float = 0.05):
+    """How each scorer orders the batches that training forms, by their share of the minority source.
+
+    ``x`` and ``domain`` (0/1 per sample: its source) are the images the batches are drawn from, in
+    the trainer's order (its training split, after the validation images are held out), so that the
+    batch of plan index ``i`` is ``x[make_batch_plan(len(x), B, seed)[i]]``, exactly a training
+    batch of a run with that ``seed``. At every batch size ``B >= 2`` the batches of the plans of all
+    ``seeds`` are pooled (their union: every batch some run of those seeds trains on; ``B`` with no
+    full batch is left out) and each batch's minority share, ``min(share of source 0, share of
+    source 1)`` in ``[0, 0.5]``, is set against its score. Each scorer (default: all of
+    :data:`sbnlib.scoring.SCORERS`) is fitted once, on all of ``x``, without the sources, as
+    :func:`domain_auroc_table` fits it and as the trainer fits it on its training inputs.
+
+    Returns a DataFrame indexed by ``(batch_size, scorer)`` with the columns
+
+    * ``n_batches``: batches scored (all plans together); ``minority_share_mean``: their mean
+      minority share (the same for every scorer);
+    * ``spearman``: Spearman's rank correlation of score and minority share
+      (:func:`scipy.stats.spearmanr`, ties averaged; NaN where either is constant);
+    * ``n_high`` / ``n_low``: batches with a minority share ``>= high`` (default 25%) and ``<= low``
+      (default 5%);
+    * ``auroc``: the probability that a ``high`` batch scores above a ``low`` one (ties count half;
+      Mann-Whitney U / (n_high * n_low)); NaN where either group is empty.
+
+    Deterministic: the plans are seeded, the fits too.
+    """
+    import pandas as pd
+    from scipy.stats import mannwhitneyu, spearmanr
+
+    names = sorted(SCORERS) if scorers is None else list(scorers)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("no seeds given; pass the seeds whose batch plans training uses, e.g. [0]")
+    domain = torch.as_tensor(domain).long().flatten()
+    if domain.numel() != x.shape[0]:
+        raise ValueError(f"domain has {domain.numel()} entries but x holds {x.shape[0]} samples")
+    if bool(((domain != 0) & (domain != 1)).any()):
+        raise ValueError("domain must hold 0 or 1 per sample (which of two sources it comes from)")
+    if not 0 <= low < high <= 0.5:
+        raise ValueError(f"need 0 <= low < high <= 0.5, got low={low}, high={high}")
+    fitted = {name: fit_scorer(name, x) for name in names}
+    rows = []
+    for b in [int(b) for b in batch_sizes if 2 <= b <= x.shape[0]]:
+        plan = torch.cat([make_batch_plan(x.shape[0], b, seed=s) for s in seeds])
+        ones = domain[plan].sum(1).numpy()
+        share = np.minimum(ones, b - ones) / b  # the minority source's share of each batch
+        eps = 1e-9 / b
+        is_high, is_low = share >= high - eps, share <= low + eps
+        # score_batches' scores, every scorer on one gather of each slice of batches (in float64, as
+        # score_batches computes them: a batch's score does not depend on the slice it is scored in)
+        scores = {name: torch.empty(plan.shape[0], dtype=torch.float64) for name in fitted}
+        step = max(1, 2**22 // (b * x[0].numel() + b * b))
+        for i in range(0, plan.shape[0], step):
+            xb = x[plan[i: i + step]].to(torch.float64)
+            for name, fn in fitted.items():
+                scores[name][i: i + step] = fn(xb)
+        for name in fitted:
+            s = scores[name].numpy()
+            rho = float(spearmanr(s, share).statistic) if np.ptp(s) > 0 and np.ptp(share) > 0 else float("nan")
+            auroc = float("nan")
+            if is_high.any() and is_low.any():
+                u = mannwhitneyu(s[is_high], s[is_low], alternative="two-sided").statistic
+                auroc = float(u / (is_high.sum() * is_low.sum()))
+            rows.append({"batch_size": b, "scorer": name, "n_batches": int(plan.shape[0]),
+                         "minority_share_mean": float(share.mean()), "spearman": rho,
+                         "n_high": int(is_high.sum()), "n_low": int(is_low.sum()), "auroc": auroc})
+    cols = ["batch_size", "scorer", "n_batches", "minority_share_mean", "spearman", "n_high", "n_low", "auroc"]
+    return pd.DataFrame(rows, columns=cols).set_index(["batch_size", "scorer"])
 
 
 # ----------------------------------------------------------------------------------------------

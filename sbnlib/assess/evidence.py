@@ -25,12 +25,12 @@ def _title(d: str) -> str:
 
 
 
-
-NOT_CONVERGED = "baseline not converged"
+#: A verdict that twice the training budget would change (:mod:`sbnlib.experiments.budget`): shown, not counted.
+BUDGET_SENSITIVE = "budget-sensitive"
 
 
 #: version of ``evidence.json``; a reader refuses any other (:func:`sbnlib.assess.evidence.benchmark_evidence`)
-EVIDENCE_SCHEMA = 1
+EVIDENCE_SCHEMA = 2  # 2: no verdict is gated on BN's test accuracy; rows carry "C1 budget" (issue 27)
 
 
 def write_evidence(out_dir, record: dict) -> Path:

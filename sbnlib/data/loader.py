@@ -91,7 +91,7 @@ def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download
 
     files, verified, status, note, warns = _verify(spec, root, list(found.values()))
     n_train_avail, n_test_avail = int(y_tr.shape[0]), int(y_te.shape[0])
-    where = root / spec.layout
+    where = Path(root.name) / spec.layout  # as the provenance names it: no machine's path (see _warn)
     x_tr, y_tr = _subsample_split(x_tr, y_tr, n_train, seed, "training", where, warns)
     x_te, y_te = _subsample_split(x_te, y_te, n_test, seed, "test", where, warns)
 
@@ -115,10 +115,16 @@ def load_dataset(name: str, root: Union[str, os.PathLike, None] = None, download
         "subsample_seed": int(seed),
         "warnings": list(warns),
     }
-    for w in warns:
-        warnings.warn(w, DataWarning, stacklevel=2)
+    _warn(warns, root)
     return Dataset(name=spec.name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                    classes=classes, mean=mean, std=std, provenance=provenance)
+
+
+def _warn(warns: List[str], root: Path) -> None:
+    """Issue the provenance's warnings as :class:`DataWarning`; the provenance names the data root by
+    its folder name (it goes into committed files), the user at run time is told its full path."""
+    for w in warns:
+        warnings.warn(f"{w} (data root: {root})", DataWarning, stacklevel=3)
 
 
 @register_derived("mnist_fmnist_mix")
@@ -141,7 +147,8 @@ def mnist_fmnist_mix(root=None, download=False, n_train=None, n_test=None, seed=
     x_te = np.concatenate([p.x_test.numpy() for p in parts])
     y_te = np.concatenate([parts[0].y_test.numpy(), parts[1].y_test.numpy() + 10])
     warns: List[str] = [w for p in parts for w in p.provenance["warnings"]]
-    where = Path(parts[0].provenance["root"])
+    root_path = Path(parts[0].provenance["root"])
+    where = Path(root_path.name)
     x_tr, y_tr = _subsample_split(x_tr, y_tr, n_train, seed, "training", where, warns)
     x_te, y_te = _subsample_split(x_te, y_te, n_test, seed, "test", where, warns)
     x_train = torch.from_numpy(np.ascontiguousarray(x_tr))
@@ -165,8 +172,7 @@ def mnist_fmnist_mix(root=None, download=False, n_train=None, n_test=None, seed=
         "subsample_seed": int(seed),
         "warnings": warns,
     }
-    for w in warns[sum(len(p["warnings"]) for p in src):]:
-        warnings.warn(w, DataWarning, stacklevel=2)
+    _warn(warns[sum(len(p["warnings"]) for p in src):], root_path)
     classes = [f"digit {c.split(' - ')[0]}" for c in parts[0].classes] + list(parts[1].classes)
     return Dataset(name="mnist_fmnist_mix", x_train=x_train, y_train=torch.from_numpy(y_tr.astype(np.int64)),
                    x_test=torch.from_numpy(np.ascontiguousarray(x_te)), y_test=torch.from_numpy(y_te.astype(np.int64)),

@@ -58,8 +58,10 @@ _UNCHECKED_IDX = "unchecked (no reference md5 for uncompressed IDX)"
 
 
 def _verify(spec: DatasetSpec, root: Path, paths: Sequence[Path]) -> Tuple[dict, bool, str, str, List[str]]:
-    """md5 every file; compare with the reference. Returns files, verified, status, note, warnings."""
-    folder = root / spec.layout
+    """md5 every file; compare with the reference. Returns files, verified, status, note, warnings
+    (which name the copy by the data root's folder name, not by the machine's path: they are written
+    into committed tables and reports)."""
+    folder = Path(root.name) / spec.layout
     files = {p.relative_to(root).as_posix(): file_md5(p) for p in paths}
     # uncompressed IDX files have no reference: skip importing torchvision for nothing
     has_reference = spec.kind != "idx" or any(p.suffix == ".gz" for p in paths)

@@ -8,7 +8,8 @@
   readings of the paper as configurations;
 * :mod:`.metrics` (per run) and :mod:`.stats` (paired comparisons across seeds);
   :mod:`.tables`, :mod:`.report` and :mod:`.plots`: what the analysis writes;
-* :mod:`.pipelines` and :mod:`.studies`: what the notebooks call.
+* :mod:`.pipelines` and :mod:`.studies`: what the notebooks call; :mod:`.notebooks`: an executed
+  notebook made stable for committing (no run times, progress bars or machine paths).
 
 The trainer (config, models, train, probes, records, metrics, packed, packed_sgd, sweep) needs only the core
 dependencies; statistics, tables, figures and the notebooks need the ``[experiments]`` extra.

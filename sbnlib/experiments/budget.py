@@ -27,17 +27,19 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from ..assess.evidence import BUDGET_SENSITIVE
 from . import readings as rd
 from .config import TrainConfig
 from .stats import SUPPORTED
-from .sweep import experiment_configs, iter_results, run_configs
+from .sweep import experiment_configs, iter_results, load_result, result_path, run_configs
 
 __all__ = ["FACTOR", "RUNS_DIR", "Arm", "MAIN_ARMS", "budget_configs", "train_budget", "budget_table", "label",
-           "SENSITIVE", "ROBUST", "win_arms"]
+           "SENSITIVE", "ROBUST", "NOT_CHECKED", "win_arms", "win_pairs"]
 
 FACTOR = 2  # the longer budget, in multiples of the profile's epochs
 RUNS_DIR = "budget"  # under <out>/: the runs of the longer budget (and 1x runs the selection has not)
-ROBUST, SENSITIVE = "robust", "budget-sensitive"
+ROBUST, NOT_CHECKED = "robust", "not checked"
+SENSITIVE = BUDGET_SENSITIVE  # shown, not counted
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,13 @@ def budget_configs(dataset: str, params: dict, lr_for: Mapping, arms: Iterable[A
 
 
 def train_budget(out, dataset: str, params: dict, lr_for: Mapping, arms: Iterable[Arm] = MAIN_ARMS,
-                 batch_sizes: Optional[Sequence[int]] = None, **run_kw) -> pd.DataFrame:
+                 batch_sizes: Optional[Sequence[int]] = None, train: bool = True, **run_kw) -> pd.DataFrame:
     """Train the check's runs that have no result file (a plain arm's 1x runs are read from
     ``<out>/tuning/``, where the selection left them; the others go to ``<out>/budget/``); return
     one row per run (:func:`sbnlib.experiments.sweep.iter_results`) with ``arm`` and ``factor``.
-    ``run_kw`` goes to :func:`sbnlib.experiments.sweep.run_configs` (root, jobs, progress, ...)."""
+    ``train=False`` trains nothing and returns the runs whose files exist (a cell without them
+    reads "not checked"). ``run_kw`` goes to :func:`sbnlib.experiments.sweep.run_configs` (root,
+    jobs, progress, ...)."""
     from pathlib import Path
 
     out, rows = Path(out), []
@@ -90,8 +94,14 @@ def train_budget(out, dataset: str, params: dict, lr_for: Mapping, arms: Iterabl
         folder = out / ("tuning" if factor == 1 and arm.plain else RUNS_DIR)
         where.setdefault(folder, []).extend((arm, factor, c) for c in configs)
     for folder, items in where.items():  # the selection's folder first: cached, so the bar shows what is left
-        results = run_configs([c for _, _, c in items], folder, desc=f"{dataset} budget check ({folder.name})", **run_kw)
-        rows += [dict(r, arm=arm.label, factor=factor) for (arm, factor, _), r in zip(items, iter_results(results))]
+        configs = [c for _, _, c in items]
+        if train:
+            results = run_configs(configs, folder, desc=f"{dataset} budget check ({folder.name})", **run_kw)
+        else:
+            results = [load_result(result_path(folder, c), c) for c in configs]
+        kept = [(item, r) for item, r in zip(items, results) if r is not None]
+        rows += [dict(row, arm=arm.label, factor=factor)
+                 for ((arm, factor, _), _r), row in zip(kept, iter_results([r for _, r in kept]))]
     return pd.DataFrame(rows)
 
 
@@ -100,6 +110,9 @@ def budget_table(runs: pd.DataFrame, comparisons: Sequence[Tuple[str, str]]) -> 
     accuracy (%) and the paired difference (pp, mean over the seeds both arms have) at 1x and
     :data:`FACTOR` x, and ``shift_pp`` = the change of that difference."""
     out = []
+    if not len(runs):
+        return pd.DataFrame(columns=["treatment", "baseline", "batch_size", "n_seeds", "diff_1x_pp",
+                                     f"diff_{FACTOR}x_pp", "shift_pp"])
     for treatment, baseline in comparisons:
         for b in sorted(runs.batch_size.unique()):
             row = {"treatment": treatment, "baseline": baseline, "batch_size": int(b)}
@@ -122,9 +135,10 @@ def budget_table(runs: pd.DataFrame, comparisons: Sequence[Tuple[str, str]]) -> 
 def label(budget: pd.DataFrame, mde_pp: Mapping[Tuple[str, str, int], float],
           open_edges: Iterable[Tuple[str, int]] = ()) -> pd.DataFrame:
     """``budget`` with ``mde_pp`` (the comparison's MDE at that batch size, from the evaluation seeds,
-    keyed ``(treatment, baseline, batch_size)``), ``budget`` (:data:`ROBUST` or :data:`SENSITIVE`)
-    and ``why`` (empty when robust). ``open_edges``: ``(arm, batch_size)`` whose selected learning
-    rate lies at an open edge of the values tried."""
+    keyed ``(treatment, baseline, batch_size)``), ``budget`` (:data:`ROBUST`, :data:`SENSITIVE`, or
+    :data:`NOT_CHECKED` where either budget has no runs) and ``why`` (empty when robust).
+    ``open_edges``: ``(arm, batch_size)`` whose selected learning rate lies at an open edge of the
+    values tried."""
     edges = {(a, int(b)) for a, b in open_edges}
     out = budget.copy()
     verdicts, whys, mdes = [], [], []
@@ -133,12 +147,14 @@ def label(budget: pd.DataFrame, mde_pp: Mapping[Tuple[str, str, int], float],
         d1, d2 = r.diff_1x_pp, getattr(r, f"diff_{FACTOR}x_pp")
         why = []
         if not (np.isfinite(d1) and np.isfinite(d2)):
-            why.append(f"no {FACTOR}x runs")
-        else:
-            if np.sign(d1) != np.sign(d2):
-                why.append(f"the sign flips at {FACTOR}x ({d1:+.2f} -> {d2:+.2f} pp)")
-            if np.isfinite(mde) and abs(d2 - d1) > mde:
-                why.append(f"the difference moves {d2 - d1:+.2f} pp, more than the MDE {mde:.2f} pp")
+            mdes.append(round(mde, 2) if np.isfinite(mde) else np.nan)
+            verdicts.append(NOT_CHECKED)
+            whys.append(f"no {FACTOR}x runs yet")
+            continue
+        if d1 * d2 < 0:  # opposite signs; a difference that leaves or reaches 0 is judged by the MDE
+            why.append(f"the sign flips at {FACTOR}x ({d1:+.2f} -> {d2:+.2f} pp)")
+        if np.isfinite(mde) and abs(d2 - d1) > mde:
+            why.append(f"the difference moves {d2 - d1:+.2f} pp, more than the MDE {mde:.2f} pp")
         why += [f"{a}'s learning rate lies at an open edge" for a in (r.treatment, r.baseline)
                 if (a, int(r.batch_size)) in edges]
         mdes.append(round(mde, 2) if np.isfinite(mde) else np.nan)
@@ -148,21 +164,24 @@ def label(budget: pd.DataFrame, mde_pp: Mapping[Tuple[str, str, int], float],
     return out
 
 
-def win_arms(comparisons: pd.DataFrame) -> Dict[int, List[Arm]]:
-    """Per batch size, the arms that explain every significant win of a reading over ``bn``
-    (``comparisons``: :func:`sbnlib.experiments.readings.readings_table`'s, typed): the reading, its
-    random control and ``none`` (is the win owed to the selection, or to less normalisation?)."""
-    out: Dict[int, List[Arm]] = {}
+def win_arms(comparisons: pd.DataFrame) -> Dict[Tuple[str, int], List[Arm]]:
+    """Per ``(reading, batch size)`` of every significant win of a reading over ``bn``
+    (``comparisons``: :func:`sbnlib.experiments.readings.readings_table`'s, typed), the arms that say
+    what the win is owed to: the reading, its random control (``<reading> control``) and ``none``
+    (the selection, or less normalisation?)."""
     if not len(comparisons):
-        return out
+        return {}
     wins = comparisons[(comparisons.baseline == "bn") & (comparisons.verdict == SUPPORTED)]
+    out: Dict[Tuple[str, int], List[Arm]] = {}
     for name, b in sorted(set(zip(wins.reading, wins.batch_size.astype(int)))):
         r = rd.READINGS[name]
-        arms = out.setdefault(int(b), [])
-        for arm in (Arm(name, r.method, dict(r.overrides), rd.LR_FROM.get(r.method)),
-                    Arm(f"{name} control", r.control, dict(r.overrides), rd.LR_FROM.get(r.control)), Arm("none", "none")):
-            if arm.plain and arm.label != arm.method:
-                arm = Arm(arm.label, arm.method)
-            if arm not in arms:
-                arms.append(arm)
+        out[(name, b)] = [Arm(name, r.method, dict(r.overrides), rd.LR_FROM.get(r.method)),
+                          Arm(f"{name} control", r.control, dict(r.overrides), rd.LR_FROM.get(r.control)),
+                          Arm("none", "none")]
     return out
+
+
+def win_pairs(reading: str) -> List[Tuple[str, str]]:
+    """The comparisons of a win's check: the reading against ``bn``, its control and ``none``, and
+    ``none`` against ``bn``."""
+    return [(reading, "bn"), (reading, f"{reading} control"), (reading, "none"), ("none", "bn")]

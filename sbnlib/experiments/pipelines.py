@@ -25,7 +25,7 @@ from ..io import atomic_write_json, ensure_writable_dir
 from ..provenance import portable
 from ..scoring import SCORERS
 from ..threshold import STRATEGIES
-from . import report, tables
+from . import budget, report, tables
 from .config import METHODS
 from .plots import plot_accuracy_vs_batch, plot_learning_curves, plot_loss_curves, plot_seed_accuracy, plot_stability
 from .stats import chosen_learning_rates, select_learning_rates
@@ -196,15 +196,57 @@ def feasibility(P: Params, ds, scorer="feature_std", threshold="mean"):
         "frac": plot_frac_needs_bn(res, out / "feasibility_fraction.png", title=f"{P.dataset}: which batches need BN"),
     }
     if ds.domain_train is not None:  # a known mix of sources: which scorer finds the mixed batches?
+        from ..assess.core import plan_ordering_table
+        from ..data import validation_split
+        from .sweep import _seed_list
 
+        # 1. the batches training sees: the evaluation seeds' batch plans over the trainer's training
+        # split (the validation images held out as train.training_data holds them out)
+        train_idx, _ = validation_split(ds.y_train, P.sweep.get("val_frac", 0.0), seed=P.sweep["data_seed"])
+        seeds = _seed_list(P.sweep["seeds"])
+        order = plan_ordering_table(x[train_idx], ds.domain_train[train_idx], P.sweep["batch_sizes"], seeds=seeds)
+        by_size = order.groupby(level="batch_size").first()  # n_batches and the shares: the same for every scorer
+        what = (f"every batch of the batch plans of the evaluation seeds {seeds} (pooled: column n_batches) over the "
+                f"{len(train_idx)} training images that remain after the validation split (val_frac "
+                f"{P.sweep.get('val_frac', 0.0)}), the batches the evaluation runs train on; minority share = "
+                "min(share of source 0, share of source 1) of a batch. Fitted scorers are fitted once on those "
+                "training images, without the sources, as the trainer fits them.")
+        spearman = pd.concat([by_size[["n_batches", "minority_share_mean"]],
+                              order["spearman"].unstack("scorer")], axis=1).round(3)
+        tables.write_table(spearman, out, "feasibility_plan_ordering",
+                           f"{P.dataset}: does each scorer order the training batches by their mixture?", prov,
+                           "Spearman rank correlation between each scorer's batch score (one column per scorer) "
+                           f"and the batch's minority-source share, over {what} Positive: the more mixed "
+                           "batches score higher; 0: the score does not see the mixture.")
+        plan_auroc = pd.concat([by_size[["n_batches", "n_high", "n_low"]].rename(
+            columns={"n_high": "n_share_ge_25pct", "n_low": "n_share_le_5pct"}),
+            order["auroc"].unstack("scorer")], axis=1).round(3)
+        tables.write_table(plan_auroc, out, "feasibility_plan_auroc",
+                           f"{P.dataset}: do the training batches with a minority share >= 25% score above "
+                           "those with <= 5%?", prov,
+                           "AUROC of each scorer's batch score (one column per scorer) for the batches with a "
+                           "minority-source share >= 25% (n_share_ge_25pct) against those with <= 5% "
+                           f"(n_share_le_5pct), over {what} n/a: one of the two groups is empty (at large batch "
+                           "sizes a random batch of the mix is never nearly pure). 0.5 = chance, 1 = perfect.")
+        rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}  # n/a -> null
+                for r in order.reset_index().to_dict(orient="records")]
+        res["plan_ordering"] = {"batches": what, "seeds": seeds, "n_train_images": int(len(train_idx)),
+                                "share_high": 0.25, "share_low": 0.05, "rows": rows}
+        # 2. the controlled check: balanced half/half batches against pure ones, drawn for the check
         auroc = domain_auroc_table(x, ds.domain_train, P.sweep["batch_sizes"], n_batches=500)
         tables.write_table(auroc.round(3), out, "feasibility_auroc",
-                           f"{P.dataset}: does each scorer rank mixed batches above pure ones?", prov,
+                           f"{P.dataset}: balanced half/half batches vs pure batches (batches training never sees "
+                           "at B >= 8): does each scorer rank the half/half ones above the pure ones?", prov,
                            "AUROC of each scorer's batch score (one column per scorer) for 500 batches drawn half "
                            "from each source against 500 batches drawn from one source, the same batches for "
                            "every scorer (0.5 = chance, 1 = perfect ranking). Fitted scorers are fitted on the "
-                           "training inputs, without the sources.")
+                           "training inputs, without the sources. These batches are drawn for the check, not "
+                           "taken from the batch plan: a random batch of the mix is almost never pure at B >= 8 "
+                           "(probability 2 * 0.5^B), so this separates extremes that training does not meet; "
+                           "feasibility_plan_ordering and feasibility_plan_auroc rank the batches training sees.")
         res["domain_auroc"] = auroc.reset_index().to_dict(orient="records")
+        res["domain_auroc_batches"] = ("500 balanced half/half batches vs 500 pure batches per batch size, drawn "
+                                       "for the check from all training inputs (not the batch plan's batches)")
     atomic_write_json(out / "feasibility.json", res)
     sizes = [r["batch_size"] for r in res["batch_sizes"]]
     i = min(range(len(sizes)), key=lambda j: abs(sizes[j] - 8))  # the batch size closest to 8
@@ -271,22 +313,65 @@ def run(P: Params, selection=None, progress: bool = True):
     return results, df, time.perf_counter() - t0
 
 
-def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
-    """Accuracy table, stability analysis, verdicts, ``evidence.json`` (:func:`sbnlib.experiments.report.evidence_record`)
-    and figures; all written under ``P.out``."""
+BUDGET_MODES = ("train", "cached")  # the notebooks' budget_check parameter
+
+
+def budget_check(P: Params, selection, progress: bool = True, mode: str = "train") -> pd.DataFrame:
+    """Train the budget check of ``bn`` and ``sbn`` (:mod:`sbnlib.experiments.budget`: every batch size,
+    the tuning seeds, 1x and 2x the epochs, each at its selected learning rate; runs in
+    ``<out>/tuning/`` and ``<out>/budget/``); returns one row per run, with ``arm`` and ``factor``.
+    ``mode="cached"`` trains nothing and reads the runs that exist (a batch size without them reads
+    "not checked"): for rendering while the check's runs still accrue."""
+    if mode not in BUDGET_MODES:
+        raise ParameterError(f"budget_check must be one of {list(BUDGET_MODES)}, got {mode!r}")
+    return budget.train_budget(P.out, P.dataset, P.sweep, chosen_learning_rates(selection), budget.MAIN_ARMS,
+                               train=mode == "train", root=P.data_root, jobs=P.jobs, progress=progress,
+                               scheduler=P.scheduler, stop=P.stop)
+
+
+def open_edges(selection) -> list:
+    """``(method, batch_size)`` whose selected learning rate lies at an open edge of the values tried."""
+    rows = selection[selection["chosen"] & (selection["edge"] != "")]
+    return [(m, int(b)) for m, b in zip(rows["method"], rows["batch_size"])]
+
+
+def budget_labels(comparisons: pd.DataFrame, budget_runs: pd.DataFrame, selection, pairs=(("sbn", "bn"),)) -> pd.DataFrame:
+    """The budget check's table (:func:`sbnlib.experiments.budget.budget_table`) for ``pairs`` of arms,
+    labelled (:func:`sbnlib.experiments.budget.label`) with each comparison's MDE (``comparisons``:
+    :func:`sbnlib.experiments.stats.compare_methods` rows, as fractions) and the open edges of ``selection``."""
+    mde = {(r.treatment, r.baseline, int(r.batch_size)): 100 * float(r.mde_80) for r in comparisons.itertuples(index=False)}
+    return budget.label(budget.budget_table(budget_runs, list(pairs)), mde, open_edges(selection))
+
+
+def analyse(P: Params, ds, results, df: pd.DataFrame, selection=None, budget_runs=None) -> dict:
+    """Accuracy table, stability analysis, verdicts, the budget check (``budget_runs``: :func:`budget_check`'s,
+    with the ``selection`` it used; None: not checked), ``evidence.json``
+    (:func:`sbnlib.experiments.report.evidence_record`) and figures; all written under ``P.out``."""
     methods = P.sweep["methods"]
     run_time = float(df["wall_time_s"].sum())
     prov = tables.make_provenance(ds.provenance, P.profile, P.sweep, results)
     acc = tables.accuracy_tables(df, methods, treatment="sbn", baselines=[m for m in ("bn", "random", "gn") if m in methods])
     stab = tables.stability_tables(df, methods)
-    verdicts = _verdicts(P, df, acc, stab)
-    convergence = tables.convergence_table(df, methods)
+    checked = budget_runs is not None and selection is not None
+    checks = budget_labels(acc["comparisons"], budget_runs, selection) if checked else None
+    verdicts = _verdicts(P, df, acc, stab, checks)
+    convergence = tables.convergence_table(df, methods, budget_runs)
     files = _write_tables(P, df, prov, acc, stab, verdicts, convergence)
+    if checks is not None:
+        files["budget_check"] = tables.write_table(checks.set_index(["treatment", "baseline", "batch_size"]), P.out,
+                                                   "budget_check", f"{P.dataset}: would twice the training change "
+                                                   "the verdict?", prov, BUDGET_NOTE)
+    recipe = tables.recipe_check(df, P.dataset)  # stated in REPORT; it gates nothing
     inference, collapse = _write_run_tables(P, results, df, prov, files)
     # the numbers behind the tables, for the advice of `assess` (which reads no rendered table)
     out = P.out
-    files["evidence"] = evidence.write_evidence(out, report.evidence_record(
-        P.dataset, prov, P.sweep, df.seed.nunique(), verdicts, acc["comparisons"], acc["summary"], acc["frac_normalized"]))
+    record = report.evidence_record(P.dataset, prov, P.sweep, df.seed.nunique(), verdicts, acc["comparisons"],
+                                    acc["summary"], acc["frac_normalized"])
+    record["recipe_check"] = recipe
+    record["collapse"] = ([] if not len(collapse) else  # machine column names (tables.COLLAPSE_COLUMNS' keys)
+                          collapse.rename(columns={v: k for k, v in tables.COLLAPSE_COLUMNS.items()}).reset_index()
+                          .round(4).to_dict(orient="records"))
+    files["evidence"] = evidence.write_evidence(out, record)
     acc["comparisons"].to_csv(out / "comparisons_accuracy.csv", index=False)
     stab["comparisons"].to_csv(out / "comparisons_stability.csv", index=False)
     df.to_csv(out / "runs.csv", index=False)
@@ -299,9 +384,9 @@ def analyse(P: Params, ds, results, df: pd.DataFrame) -> dict:
             "verdicts": verdicts, "files": files, "figures": figs, "provenance": prov}
 
 
-def _verdicts(P: Params, df: pd.DataFrame, acc: dict, stab: dict) -> pd.DataFrame:
-    """The verdict per batch size (C1, C2, the controls); verdicts resting on an unconverged BN
-    baseline are labelled, here and in ``acc["accuracy"]`` (replaced)."""
+def _verdicts(P: Params, df: pd.DataFrame, acc: dict, stab: dict, checks: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """The verdict per batch size (C1, C2, the controls), every batch size judged; column ``C1 budget``
+    says whether twice the training would change C1 (``checks``: :func:`budget_labels`; None: not checked)."""
     c2 = tables.c2_verdicts(df, stab["comparisons"])
     verdicts = pd.DataFrame({"dataset": P.dataset, "batch_size": acc["accuracy"].index,
                              "C1": acc["accuracy"]["C1 vs bn"].values,
@@ -309,13 +394,18 @@ def _verdicts(P: Params, df: pd.DataFrame, acc: dict, stab: dict) -> pd.DataFram
     for base in ("random", "gn"):  # the controls: is it heterogeneity that matters? would GroupNorm do?
         if f"sbn vs {base}" in acc["accuracy"]:
             verdicts[f"sbn vs {base}"] = acc["accuracy"][f"sbn vs {base}"].values
-    # a verdict that rests on a BN baseline below its target is labelled, not counted
-    converged = tables.bn_converged(df, P.dataset)
-    verdict_cols = ["C1", "C2", "sbn vs random", "sbn vs gn", "C1 vs bn"]
-    acc["accuracy"] = tables.label_unconverged(acc["accuracy"], converged, verdict_cols)
-    verdicts = tables.label_unconverged(verdicts.set_index("batch_size"), converged, verdict_cols).reset_index()
-    verdicts["bn converged"] = tables.converged_column(verdicts.batch_size, converged)
+    label = {} if checks is None else {int(b): v for b, v in zip(checks.batch_size, checks.budget)}
+    verdicts["C1 budget"] = [label.get(int(b), "not checked") for b in verdicts.batch_size]
     return verdicts
+
+
+BUDGET_NOTE = (
+    "The budget check (sbnlib.experiments.budget): bn and sbn retrained at twice the epochs on the tuning seeds, "
+    "each at its selected learning rate, and read on the validation split (never the test set). Columns: the mean "
+    "paired difference sbn - bn in validation accuracy (pp) at 1x and 2x the epochs, its shift, each arm's mean "
+    "validation accuracy, the MDE of the cell's test comparison (pp). A verdict is budget-sensitive (shown, not "
+    "counted) where the doubled budget flips the sign of the difference or moves it by more than the MDE, or "
+    "where either arm's learning rate lies at an open edge of the widened grid.")
 
 
 def _accuracy_notes(P: Params, df: pd.DataFrame) -> str:
@@ -326,11 +416,9 @@ def _accuracy_notes(P: Params, df: pd.DataFrame) -> str:
              "Differences in percentage points with a 95% bootstrap CI; p-values Holm-adjusted across batch sizes. "
              + report.C1_RULE + (f" Diverged runs ({where}): they count in the means with the test accuracy "
                                  "of the model where it stopped." if len(diverged) else " No run diverged."))
-    target = tables.BN_TARGETS.get(P.dataset)
-    notes += (f" BN's target on {P.dataset}: {100 * target:.1f}% test accuracy; at a batch size where BN's mean falls "
-              f"short, every verdict reads '{evidence.NOT_CONVERGED}' and is not counted." if target is not None else
-              f" {P.dataset} has no BN target, so convergence is judged by the validation gain alone (table convergence).")
-    notes += " MDE 80%: the paired difference these seeds would detect with 80% power (Holm's first-step level)."
+    notes += (" Every batch size is judged; column C1 budget says whether twice the training would change C1 "
+              "(table budget_check; a budget-sensitive verdict is shown, not counted).")
+    notes += " " + report.MDE_RULE
     return notes
 
 

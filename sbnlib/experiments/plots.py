@@ -14,7 +14,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from scipy import stats as st
 
+from ..assess.evidence import BUDGET_SENSITIVE
 from ..assess.figures import _batch_axis, _dodge, _legend_outside, _save, _zero_line
+from .stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 
 __all__ = ["plot_readings", "plot_verdict_heatmap", "plot_seed_accuracy"]
 
@@ -323,32 +325,37 @@ def plot_readings(comparisons: pd.DataFrame, path=None, title=None, baselines=("
 
 
 # verdict -> (colour, cell text); the text keeps the map readable without colour
-_VERDICT_STYLE = {"supported": ("#55a868", "yes"), "contradicted": ("#c44e52", "no"),
-                  "inconclusive": ("#dddddd", "?"), "baseline not converged": ("#8da0cb", "n.c.")}
-_CLAIM_TITLES = {"C1": "C1\nmore accurate than BN", "C2": "C2\nfewer BN steps, more stable",
-                 "sbn vs random": "sbn vs random\nbeats random selection", "sbn vs gn": "sbn vs gn\nbeats GroupNorm"}
+_VERDICT_STYLE = {SUPPORTED: ("#55a868", "yes"), CONTRADICTED: ("#c44e52", "no"), INCONCLUSIVE: ("#dddddd", "?")}
+# the typed verdict columns (sbnlib.experiments.results.VERDICT_KEYS) -> panel titles
+_CLAIM_TITLES = {"c1": "C1\nmore accurate than BN", "c2": "C2\nfewer BN steps, more stable",
+                 "vs_random": "sbn vs random\nbeats random selection", "vs_gn": "sbn vs gn\nbeats GroupNorm"}
 
 
 def plot_verdict_heatmap(verdicts: pd.DataFrame, path=None, title=None):
     """The verdict table at a glance: one heat map per claim (C1, C2 and the controls present),
     rows datasets, columns batch sizes, each cell coloured and labelled by its verdict (blank: not
-    measured). ``verdicts``: rows of ``dataset``, ``batch_size`` and one column per claim, as in
-    ``outputs/<dataset>/verdicts.csv`` (the summary concatenates them)."""
+    measured); a C1 verdict that twice the training would change (``c1_budget`` budget-sensitive)
+    is marked ``*``: shown, not counted. ``verdicts``: rows of ``dataset``, ``batch_size`` and the typed
+    verdict columns (:data:`sbnlib.experiments.results.VERDICT_KEYS`' values)."""
 
-    claims = [c for c in _CLAIM_TITLES if c in verdicts.columns]
+    claims = [c for c in _CLAIM_TITLES if c in verdicts.columns and verdicts[c].notna().any()]
     datasets = list(dict.fromkeys(verdicts["dataset"]))
     sizes = sorted({int(b) for b in verdicts["batch_size"]})
     kinds = list(_VERDICT_STYLE)
+    sensitive = verdicts.get("c1_budget", pd.Series("", index=verdicts.index)) == BUDGET_SENSITIVE
     panel = max(2.6, 0.5 * len(sizes))  # wide enough for its two-line title even with one or two batch sizes
     fig, axes = plt.subplots(1, len(claims), figsize=(panel * len(claims) + 2.2, 0.45 * len(datasets) + 2.1),
                              squeeze=False, sharey=True)
     for ax, claim in zip(axes.flat, claims):
-        grid = verdicts.pivot_table(index="dataset", columns="batch_size", values=claim, aggfunc="first")
+        marked = verdicts.assign(_mark=np.where(sensitive & (claim == "c1"), "*", ""))
+        grid = marked.pivot_table(index="dataset", columns="batch_size", values=claim, aggfunc="first")
         grid = grid.reindex(index=datasets, columns=sizes)
+        mark = marked.pivot_table(index="dataset", columns="batch_size", values="_mark", aggfunc="first")
+        mark = mark.reindex(index=datasets, columns=sizes).fillna("")
         code = grid.apply(lambda col: col.map(lambda v: kinds.index(v) if v in kinds else np.nan))
         text = grid.apply(lambda col: col.map(lambda v: _VERDICT_STYLE[v][1] if v in kinds else ("" if pd.isna(v) else v)))
         sns.heatmap(code.astype(float), ax=ax, cmap=ListedColormap([_VERDICT_STYLE[k][0] for k in kinds]),
-                    vmin=-0.5, vmax=len(kinds) - 0.5, cbar=False, annot=text.to_numpy(), fmt="", linewidths=1,
+                    vmin=-0.5, vmax=len(kinds) - 0.5, cbar=False, annot=(text + mark).to_numpy(), fmt="", linewidths=1,
                     linecolor="white", annot_kws={"fontsize": 8}, square=False)
         ax.set_title(_CLAIM_TITLES[claim], fontsize=9)
         ax.set_xlabel("batch size")
@@ -356,8 +363,10 @@ def plot_verdict_heatmap(verdicts: pd.DataFrame, path=None, title=None):
         ax.tick_params(axis="y", rotation=0, left=ax is axes.flat[0])  # shared rows: one set of tick marks
     fig.suptitle(title or "Verdicts per dataset and batch size", fontsize=11)
     fig.tight_layout()
-    _legend_outside(fig, axes, title="verdict", handles=[Patch(color=_VERDICT_STYLE[k][0], label=f"{_VERDICT_STYLE[k][1]}: {k}")
-                                                         for k in kinds])
+    handles = [Patch(color=_VERDICT_STYLE[k][0], label=f"{_VERDICT_STYLE[k][1]}: {k}") for k in kinds]
+    if sensitive.any():
+        handles.append(Patch(color="white", label=f"*: {BUDGET_SENSITIVE} (not counted)"))
+    _legend_outside(fig, axes, title="verdict", handles=handles)
     return _save(fig, path)
 
 

@@ -458,11 +458,19 @@ def _run_units(units, configs, paths, root, jobs: int, scheduler, done, stop, gr
 
 
 def iter_results(results: Iterable[dict]):
-    """Rows (dicts) for a DataFrame: config columns plus the run metrics of :mod:`sbnlib.experiments.stats`."""
+    """Rows (dicts) for a DataFrame: config columns plus the run metrics of :mod:`sbnlib.experiments.stats`.
+
+    ``n_test_eval`` / ``n_val_eval``: how many test / validation images the run's accuracies were
+    computed on (the record's ``data``: ``n_test``, ``n_val``; NaN where not recorded or 0), so an
+    accuracy is a multiple of ``1 / n_test_eval`` (:func:`sbnlib.experiments.stats.accuracy_resolution`).
+    """
     for r in results:
         c = {**LATER_FIELDS, **r["config"]}  # a stored configuration leaves a later field at its default out
+        data = r.get("data") or {}
         yield {"dataset": c["dataset"], "method": c["method"], "batch_size": c["batch_size"],
                "seed": c["seed"], "lr": c["lr"], "scorer": c["scorer"], "threshold": c["threshold"],
                "threshold_q": c["threshold_q"], "threshold_rate": c["threshold_rate"],
                "scope": c["scope"], "reform_batches": c["reform_batches"],
-               "status": r["status"], "wall_time_s": r["wall_time_s"], **run_metrics(r)}
+               "status": r["status"], "wall_time_s": r["wall_time_s"],
+               "n_test_eval": float(data.get("n_test") or "nan"), "n_val_eval": float(data.get("n_val") or "nan"),
+               **run_metrics(r)}
