@@ -233,6 +233,10 @@ def test_readme_states_the_finding_on_its_first_screen():
     assert len(text.encode()) <= 15_000, f"README.md is {len(text.encode())} bytes; the limit is 15 KB"
     first = "\n".join(text.splitlines()[:40])
     assert "summary_accuracy_diff.png" in first and "pp" in first
+    # the README's numbers are the rendered report's, not typed apart from it
+    report_text = (REPO / "outputs" / "REPORT.md").read_text()
+    for number in ("-6.90 to -0.23 pp", "-3.99 to -0.23 pp", "+3.70 pp", "+0.48 pp", "-1.80 pp"):
+        assert number in first and number in report_text, number
 
 
 def test_every_dataset_has_a_budget_check():
