@@ -55,7 +55,7 @@ def test_feasibility_experiment_and_summary_on_cifar100_fixture(tmp_path):
     nb = _run("summary", tmp_path, datasets=["cifar100", "mnist"], output_dir=str(out))
     report = (out / "REPORT.md").read_text()
     assert "| cifar100 | ok |" in report and "| mnist | not run |" in report
-    assert "![summary_verdicts](summary_verdicts.png)" in report and (out / "summary_verdicts.png").exists()
+    assert "(summary_verdicts.png)" in report and (out / "summary_verdicts.png").exists()
     assert any("C1" in "".join(c.get("source", "")) for c in nb["cells"])
 
 
